@@ -1,0 +1,54 @@
+"""A plain, uncached, one-prompt-at-a-time PAD loop, written straight from method.md section 3.
+
+This is how the reference code decodes: both models re-read the whole sequence for every token. It
+is slow on purpose and kept only as the yardstick the fast engine is tested and benchmarked against.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pad.principles import DEFAULT_TEMPLATE, Principle, join_principles, principle_prompt
+
+
+@torch.inference_mode()
+def reference_decode(
+    base,
+    tokenizer,
+    persrm,
+    prompt: str,
+    principles: list[Principle],
+    topk: int = 10,
+    max_new_tokens: int = 128,
+    template: str = DEFAULT_TEMPLATE,
+    reference: str = "base",
+    base_sees_principles: bool = True,
+) -> list[int]:
+    """Greedy PAD tokens for one prompt, stopping at end-of-sequence (kept) or `max_new_tokens`."""
+    active = [p for p in principles if p.weight != 0]
+    joined = join_principles([p.name for p in principles]) or None
+    enc = lambda text: tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]  # noqa: E731
+    base_ids = enc(principle_prompt(tokenizer, prompt, joined if base_sees_principles else None, template))
+    rm_ids = [enc(principle_prompt(tokenizer, prompt, p.name, template)) for p in active]
+    ref_ids = enc(principle_prompt(tokenizer, prompt, None, template))
+    eos = tokenizer.eos_token_id
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        z_b = base(base_ids).logits[0, -1].float()
+        cand = torch.topk(z_b, topk).indices
+        score = z_b[cand].clone()
+        if active:
+            z_ref = z_b if reference == "base" else persrm(ref_ids).logits[0, -1].float()
+            ref_lp = torch.log_softmax(z_ref[cand], dim=0)
+            for p, ids in zip(active, rm_ids):
+                z_r = persrm(ids).logits[0, -1].float()
+                score += p.weight * (torch.log_softmax(z_r[cand], dim=0) - ref_lp)
+        token = int(cand[torch.argmax(score)])
+        out.append(token)
+        if token == eos:
+            break
+        new = torch.tensor([[token]])
+        base_ids = torch.cat([base_ids, new], dim=1)
+        rm_ids = [torch.cat([ids, new], dim=1) for ids in rm_ids]
+        ref_ids = torch.cat([ref_ids, new], dim=1)
+    return out

@@ -1,0 +1,110 @@
+"""Principles and the principle-conditioned prompt (method.md section 1).
+
+A preference is plain text: one principle ("harmless") or several joined with " and "
+("harmless and helpfulness and humor"). The reference places it in the user turn with a fixed
+template, then applies the model's chat template. Here the template is a setting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+DEFAULT_TEMPLATE = (
+    "[Guidelines] Your task is to generate response by considering the following principle. "
+    "[Principles] {principles} [Instruction] {prompt}"
+)
+
+# Used when a tokenizer ships no chat template (GPT-2 style models): the HH-RLHF transcript form.
+FALLBACK_CHAT = "\n\nHuman: {content}\n\nAssistant:"
+
+Message = dict[str, str]
+
+
+def check_template(template: str) -> str:
+    """Return `template` if it has both placeholders, else raise a one-line ValueError."""
+    missing = [f"{{{k}}}" for k in ("principles", "prompt") if f"{{{k}}}" not in template]
+    if missing:
+        raise ValueError(f"principle template {template!r} lacks {' and '.join(missing)}")
+    return template
+
+
+def join_principles(names: Sequence[str]) -> str:
+    """Combine principle names the way the reference does: 'a and b and c'."""
+    return " and ".join(n.strip() for n in names if n.strip())
+
+
+@dataclass(frozen=True)
+class Principle:
+    """One principle with its guidance weight `w` (method.md section 3)."""
+
+    name: str
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, spec: str, default_weight: float = 1.0) -> Principle:
+        """Parse 'name' or 'name=weight', e.g. 'harmless=1.5'."""
+        name, sep, w = spec.rpartition("=") if "=" in spec else (spec, "", "")
+        name = name.strip()
+        if not name:
+            raise ValueError(f"principle {spec!r} has no name")
+        if not sep:
+            return cls(name, float(default_weight))
+        try:
+            weight = float(w)
+        except ValueError:
+            raise ValueError(f"principle {spec!r}: weight {w.strip()!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise ValueError(f"principle {spec!r}: weight must be finite")
+        return cls(name, weight)
+
+
+def render_instruction(prompt: str, principles: str | None, template: str = DEFAULT_TEMPLATE) -> str:
+    """The user-turn text: the template filled in, or the bare prompt when there is no principle."""
+    if not principles:
+        return prompt
+    # str.replace, not str.format: prompts often contain braces.
+    return template.replace("{principles}", principles).replace("{prompt}", prompt)
+
+
+def to_messages(
+    prompt: str | Sequence[Message], principles: str | None, template: str = DEFAULT_TEMPLATE
+) -> list[Message]:
+    """Chat messages with the principle prompt wrapped around the last user turn.
+
+    A string is one user turn. In a conversation, earlier turns stay as they are.
+    """
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": render_instruction(prompt, principles, template)}]
+    messages = [dict(m) for m in prompt]
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+    if last_user is None:
+        raise ValueError("conversation has no user turn")
+    messages[last_user]["content"] = render_instruction(messages[last_user]["content"], principles, template)
+    return messages
+
+
+def chat_text(tokenizer, messages: Sequence[Message]) -> str:
+    """The exact text the model reads: its chat template with the generation prompt."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    turns = []
+    for m in messages:
+        if m["role"] == "assistant":
+            turns.append(f" {m['content']}")
+        elif m["role"] == "user":
+            turns.append(FALLBACK_CHAT.format(content=m["content"]))
+        else:  # system text leads the transcript
+            turns.append(m["content"])
+    return "".join(turns)
+
+
+def principle_prompt(
+    tokenizer,
+    prompt: str | Sequence[Message],
+    principles: str | None,
+    template: str = DEFAULT_TEMPLATE,
+) -> str:
+    """Shortcut: principle-wrapped messages rendered through the chat template."""
+    return chat_text(tokenizer, to_messages(prompt, principles, template))

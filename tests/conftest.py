@@ -1,0 +1,67 @@
+"""Session fixtures: tiny random models and an offline tokenizer, saved to temporary folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from pad.testing import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_dir, tiny_tokenizer) -> Path:
+    """Base model (Llama architecture)."""
+    from pad.testing import save_tiny_model
+
+    return save_tiny_model(tiny_dir / "llama", "llama", seed=0, tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_persrm(tiny_dir, tiny_tokenizer) -> Path:
+    """A second Llama with the same vocabulary, acting as the PersRM."""
+    from pad.testing import save_tiny_model
+
+    return save_tiny_model(tiny_dir / "persrm", "llama", seed=1, tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tiny_dir, tiny_tokenizer) -> Path:
+    from pad.testing import save_tiny_model
+
+    return save_tiny_model(tiny_dir / "gpt2", "gpt2", seed=2, tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_persrm(tiny_dir, tiny_tokenizer) -> Path:
+    from pad.testing import save_tiny_model
+
+    return save_tiny_model(tiny_dir / "gpt2_persrm", "gpt2", seed=3, tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tiny_dir, tiny_llama) -> Path:
+    """A LoRA adapter on the tiny base: a PersRM that shares the base's backbone."""
+    from pad.testing import save_tiny_lora
+
+    return save_tiny_lora(tiny_llama, tiny_dir / "lora", seed=4)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (only development and CI machines have it)")
+    return SHARED_DATA
