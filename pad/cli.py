@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,6 +26,17 @@ app = typer.Typer(
 def _fail(message: str, code: int = 2):
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+def quiet_libraries() -> None:
+    """Keep transformers' per-load bars and advice out of the user's terminal; pad shows its own progress."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def friendly_errors(fn):
@@ -49,7 +60,7 @@ def friendly_errors(fn):
 @app.command()
 @friendly_errors
 def train(
-    config: Annotated[Optional[Path], typer.Option(help="A training recipe (YAML); see recipes/.")] = None,
+    config: Annotated[Path | None, typer.Option(help="A training recipe (YAML); see recipes/.")] = None,
 ):
     """Train a principle-conditioned PersRM with DPO + LoRA."""
     _fail("`pad train` is not available yet")
@@ -71,6 +82,105 @@ def eval_(
 ):
     """Score decoding runs with reward models: per-dimension statistics, win rates, plots."""
     _fail("`pad eval` is not available yet")
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@friendly_errors
+def decode(
+    prompts: Annotated[Path | None, typer.Option(help="Prompts: a JSON list or JSONL of {prompt, id?, principle?}.")] = None,
+    prompt: Annotated[list[str] | None, typer.Option(help="A prompt on the command line (repeatable).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Built-in prompt set: helpsteer2 (validation, <= 100 chars, every 2nd).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Decode only the first N prompts.")] = None,
+    llm: Annotated[str | None, typer.Option(help="Base model: hub id, folder or .gguf (default: SmolLM2-135M-Instruct).")] = None,
+    rm: Annotated[str | None, typer.Option(help="PersRM: merged folder, LoRA adapter folder or .gguf (default: the shipped one).")] = None,
+    principle: Annotated[list[str] | None, typer.Option("--principle", "-p", help="'name' or 'name=weight' (repeatable: weights add up).")] = None,
+    weight: Annotated[float | None, typer.Option("--weight", "-w", help="Weight w of principles given without one (default: 1.0).")] = None,
+    topk: Annotated[int | None, typer.Option(help="Candidates k re-ranked per step (default: 10).")] = None,
+    mode: Annotated[str | None, typer.Option(help="greedy or sample (default: greedy).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature over the candidates (default: 1.0).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Most new tokens per prompt (default: 128).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Prompts decoded together (default: 8).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed (default: 0).")] = None,
+    reference: Annotated[str | None, typer.Option(help="r against 'base' (default) or 'persrm' without principles.")] = None,
+    base_principles: Annotated[bool | None, typer.Option("--base-principles/--no-base-principles", help="Whether the base reads the principle prompt too (default: yes).")] = None,
+    template: Annotated[str | None, typer.Option(help="Principle prompt template with {principles} and {prompt}.")] = None,
+    device: Annotated[str | None, typer.Option(help="Base device: auto, cpu, cuda, cuda:1 ...")] = None,
+    rm_device: Annotated[str | None, typer.Option(help="PersRM device (default: the base's).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML recipe of DecodeConfig fields, or the reference's run configs (one JSON object a line: rm_weight, topk, mode, sample_temp), one output per line.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run file (JSONL), appended batch by batch. Without it, answers are printed.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an existing run file, skipping ids already written.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run file.")] = False,
+    export_json: Annotated[Path | None, typer.Option(help="Also write the reference's JSON list (prompt, response, method).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+):
+    """Reward-guided decoding: the base model proposes top-k tokens, the PersRM re-ranks them per principle.
+
+    Examples:
+
+      pad decode --prompt "Tell me about cats" -p concise
+
+      pad decode --llm BASE --rm PERSRM --prompts prompts.jsonl -p harmless=1.0 -p humor=0.5 --out run.jsonl
+
+      pad decode --prompts prompts.jsonl --config runs.config --out sweep.jsonl   (writes sweep_0.jsonl, ...)
+    """
+    from dataclasses import replace
+
+    from pad.decode.config import DecodeConfig, load_decode_recipe, load_run_lines
+    from pad.decode.io import export_reference, load_dataset_prompts, load_prompts, rows_from_objects
+    from pad.decode.run import Models, decode_run, needs_rm
+    from pad.errors import PadError
+
+    quiet_libraries()
+    if resume and overwrite:
+        raise PadError("--resume and --overwrite contradict each other; pick one")
+    is_recipe = config is not None and config.suffix in (".yaml", ".yml")
+    if config is not None and not config.is_file():
+        raise PadError(f"config file {str(config)!r} does not exist")
+    base = load_decode_recipe(config) if is_recipe else DecodeConfig()
+    given = {"llm": llm, "rm": rm, "principles": principle or None, "weight": weight, "topk": topk, "mode": mode,
+             "temperature": temperature, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
+             "reference": reference, "base_sees_principles": base_principles, "template": template,
+             "device": device, "rm_device": rm_device, "dtype": dtype}
+    base = replace(base, **{k: v for k, v in given.items() if v is not None})
+    runs = load_run_lines(config, base) if config is not None and not is_recipe else [base]
+
+    rows = []
+    if prompts is not None:
+        rows += load_prompts(prompts, base.weight)
+    if dataset is not None:
+        rows += load_dataset_prompts(dataset)
+    if prompt:
+        rows += rows_from_objects([(f"--prompt {i + 1}", {"prompt": p, "id": f"cli-{i}"}) for i, p in enumerate(prompt)],
+                                  base.weight)
+    if not rows:
+        raise PadError("no prompts: give --prompts FILE, --prompt TEXT or --dataset helpsteer2")
+    if limit is not None:
+        rows = rows[:limit]
+
+    models = Models(base, need_rm=any(needs_rm(r, rows) for r in runs))
+    for i, cfg in enumerate(runs):
+        path = out
+        name = out.stem if out is not None else "pad"
+        if len(runs) > 1 or (config is not None and not is_recipe):
+            name = f"{name}_{i}"
+            path = out.with_name(f"{name}{out.suffix}") if out is not None else None
+        summary = decode_run(cfg, rows, models, path, run=name, resume=resume, overwrite=overwrite, progress=not quiet)
+        if path is None:
+            for rec in summary.records:
+                typer.secho(f"[{rec['id']}] {_prompt_text(rec['prompt'])}", bold=True)
+                typer.echo(f"{rec['response']}\n")
+        else:
+            typer.echo(f"{path}: {summary.written} written, {summary.skipped_done} already there, "
+                       f"{summary.too_long} too long; {summary.tokens} tokens at {summary.tokens_per_s:.1f} tok/s")
+            if export_json is not None:
+                target = export_json if len(runs) == 1 else export_json.with_name(f"{export_json.stem}_{i}.json")
+                n = export_reference(path, target)
+                typer.echo(f"{target}: {n} rows in the reference's JSON format")
+
+
+def _prompt_text(prompt) -> str:
+    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
 
 
 def main():  # console-script entry point

@@ -240,12 +240,8 @@ def _strip_gguf_quantizer(model) -> None:
         model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    for attr in ("is_quantized", "quantization_method"):
-        if hasattr(model, attr):
-            try:
-                setattr(model, attr, False if attr == "is_quantized" else None)
-            except AttributeError:
-                pass
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
 
 
 def load_causal_lm(

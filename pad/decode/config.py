@@ -1,0 +1,146 @@
+"""`DecodeConfig`: every setting of a `pad decode` run, and the reference's run-config lines."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from pad.errors import PadError
+from pad.models import DEFAULT_BASE
+from pad.principles import DEFAULT_TEMPLATE, Principle, check_template
+
+MODE_ALIASES = {"greedy": "greedy", "sample": "sample", "topk": "sample"}  # "topk" is the reference's name
+
+
+@dataclass
+class DecodeConfig:
+    """Settings of one decoding run. YAML recipe keys are exactly these field names."""
+
+    llm: str = DEFAULT_BASE
+    """Base model: hub id, checkpoint folder or .gguf file."""
+    rm: str | None = None
+    """PersRM: merged checkpoint, LoRA adapter folder (loads on its base) or .gguf; None: the shipped default."""
+    principles: list[str] = field(default_factory=list)
+    """Principles as 'name' or 'name=weight'; several guide together (r = sum_i w_i r_i). Empty: vanilla."""
+    weight: float = 1.0
+    """Weight w of every principle given without one (the reference's `rm_weight`)."""
+    topk: int = 10
+    """Number of base-model candidates k the PersRM re-ranks at each step."""
+    mode: str = "greedy"
+    """'greedy' or 'sample' (softmax of the guided score over the candidates; 'topk' is an alias)."""
+    temperature: float = 1.0
+    """Sampling temperature T (mode 'sample')."""
+    max_new_tokens: int = 128
+    """Most tokens generated per prompt; each row also stops at its end-of-sequence token."""
+    batch_size: int = 8
+    """Prompts decoded together."""
+    seed: int = 0
+    """Seed of the sampler (mode 'sample')."""
+    template: str = DEFAULT_TEMPLATE
+    """Principle prompt template with {principles} and {prompt} (method.md section 1)."""
+    reference: str = "base"
+    """What r is measured against: 'base' (the reference code) or 'persrm' (the PersRM without principles)."""
+    base_sees_principles: bool = True
+    """Whether the base model reads the principle prompt too (the reference: yes)."""
+    device: str = "auto"
+    """Device of the base model: auto, cpu, cuda, cuda:1, ..."""
+    rm_device: str | None = None
+    """Device of the PersRM; None: same as the base."""
+    dtype: str = "auto"
+    """Base dtype: auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16."""
+    rm_dtype: str | None = None
+    """PersRM dtype; None: same as the base."""
+
+    def __post_init__(self):
+        if isinstance(self.principles, str):
+            self.principles = [self.principles]
+        if self.mode not in MODE_ALIASES:
+            raise PadError(f"mode {self.mode!r} is not one of greedy, sample (or topk)")
+        self.mode = MODE_ALIASES[self.mode]
+        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
+            raise PadError(f"topk must be a whole number >= 1, got {self.topk!r}")
+        if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight):
+            raise PadError(f"weight must be a number, got {self.weight!r}")
+        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+            raise PadError(f"temperature must be > 0, got {self.temperature!r}")
+        for name in ("max_new_tokens", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise PadError(f"{name} must be a whole number >= 1, got {v!r}")
+        if self.reference not in ("base", "persrm"):
+            raise PadError(f"reference {self.reference!r} is not one of base, persrm")
+        try:
+            check_template(self.template)
+        except ValueError as e:
+            raise PadError(str(e)) from None
+        self.parsed_principles()  # validates every spec
+
+    def parsed_principles(self) -> list[Principle]:
+        try:
+            return [Principle.parse(p, self.weight) for p in self.principles]
+        except ValueError as e:
+            raise PadError(str(e)) from None
+
+    def settings_record(self, run: str) -> dict:
+        """What a run file records of the settings, with each line."""
+        keep = ("llm", "rm", "topk", "mode", "temperature", "max_new_tokens", "seed", "reference",
+                "base_sees_principles", "template")
+        return {"run": run, **{k: getattr(self, k) for k in keep}}
+
+
+def load_decode_recipe(path: str | Path) -> DecodeConfig:
+    """A YAML recipe whose keys are DecodeConfig fields."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise PadError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise PadError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise PadError(f"{path}: a recipe is a mapping of field: value")
+    known = {f.name for f in fields(DecodeConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise PadError(f"{path}: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return DecodeConfig(**data)
+
+
+RUN_KEYS = {"rm_weight": "weight", "topk": "topk", "mode": "mode", "sample_temp": "temperature"}
+
+
+def load_run_lines(path: str | Path, base: DecodeConfig) -> list[DecodeConfig]:
+    """The reference's run configs: one JSON object a line, each a run derived from `base`.
+
+    `{"rm_weight": 1.0, "topk": 10, "mode": "greedy", "sample_temp": null}`; a null leaves the setting as is.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise PadError(f"{path}: cannot read ({e.strerror})") from None
+    runs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PadError(f"{path}:{n}: not JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise PadError(f"{path}:{n}: a run config is a JSON object")
+        unknown = sorted(set(obj) - set(RUN_KEYS))
+        if unknown:
+            raise PadError(f"{path}:{n}: unknown key {unknown[0]!r} (known: {', '.join(RUN_KEYS)})")
+        changes = {RUN_KEYS[k]: v for k, v in obj.items() if v is not None}
+        try:
+            runs.append(replace(base, **changes))
+        except PadError as e:
+            raise PadError(f"{path}:{n}: {e}") from None
+    if not runs:
+        raise PadError(f"{path}: no run configs in the file")
+    return runs
