@@ -115,3 +115,102 @@ def save_tiny_lora(base_folder: str | os.PathLike, folder: str | os.PathLike, se
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(base_folder).save_pretrained(folder)
     return Path(folder)
+
+
+# ---------------------------------------------------------------------------------------------------
+# tiny reward models for `pad eval`
+
+
+def build_sequence_classifier(tokenizer, num_labels: int = 1, seed: int = 0, hidden: int = 32, layers: int = 2,
+                              init_std: float = 0.2):
+    """A tiny GPT-2 sequence classifier (one logit like the Ray2333 RMs, or several labels)."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=512, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id, initializer_range=init_std, num_labels=num_labels,
+                        id2label={i: f"LABEL_{i}" for i in range(num_labels)},
+                        label2id={f"LABEL_{i}": i for i in range(num_labels)})
+    return GPT2ForSequenceClassification(config).eval()
+
+
+def save_tiny_classifier(folder: str | os.PathLike, num_labels: int = 1, seed: int = 0, tokenizer=None) -> Path:
+    folder = Path(folder)
+    tokenizer = tokenizer or build_tokenizer()
+    build_sequence_classifier(tokenizer, num_labels, seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# The shape of RLHFlow/ArmoRM's remote code, shrunk: a Llama backbone, 19 objective heads, a gate,
+# an output with `rewards` (B, 19) and `score` (B, 1), and the last token found as the one before
+# the first pad token (so it needs right padding and a pad token that is not EOS, like the real one).
+ARMO_LIKE_CODE = '''
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import LlamaModel, LlamaPreTrainedModel
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class ArmoLikeOutput(ModelOutput):
+    rewards: torch.FloatTensor = None
+    score: torch.FloatTensor = None
+    hidden_state: torch.FloatTensor = None
+
+
+class TinyArmoRM(LlamaPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.regression_layer = nn.Linear(config.hidden_size, config.num_objectives, bias=False)
+        self.gating = nn.Linear(config.hidden_size, config.num_objectives)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        last = (torch.eq(input_ids, self.config.pad_token_id).int().argmax(-1) - 1) % input_ids.shape[-1]
+        h = hidden[torch.arange(input_ids.shape[0], device=hidden.device), last]
+        rewards = self.regression_layer(h)
+        score = (rewards * torch.softmax(self.gating(h), dim=-1)).sum(-1, keepdim=True)
+        return ArmoLikeOutput(rewards=rewards, score=score, hidden_state=h)
+'''
+
+
+def save_tiny_armo(folder: str | os.PathLike, seed: int = 0, tokenizer=None, hidden: int = 32) -> Path:
+    """A tiny ArmoRM look-alike saved as a remote-code checkpoint: `config.json` with `auto_map`,
+    `modeling_tiny_armo.py` and weights, so `AutoModelForSequenceClassification.from_pretrained(folder,
+    trust_remote_code=True)` loads it exactly as it loads the real hub repository."""
+    import importlib.util
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tokenizer or build_tokenizer()
+    (folder / "modeling_tiny_armo.py").write_text(ARMO_LIKE_CODE.lstrip())
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         initializer_range=0.2, tie_word_embeddings=False)
+    spec = importlib.util.spec_from_file_location("_pad_tiny_armo", folder / "modeling_tiny_armo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config.num_objectives = 19
+    torch.manual_seed(seed)
+    model = module.TinyArmoRM(config).eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    cfg = config.to_dict()
+    cfg["architectures"] = ["TinyArmoRM"]
+    cfg["auto_map"] = {"AutoModelForSequenceClassification": "modeling_tiny_armo.TinyArmoRM"}
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,204 @@
+"""`pad eval` end to end: load runs, score them through the cache, summarize, write the report.
+
+Outputs in the report folder:
+- report.json: settings, runs (principles, w), dimensions, and one result per run and dimension
+  (n, mean, std, 95% bootstrap interval, skipped, empty, and win/tie/loss against the baseline);
+- report.csv: the results, one line each;
+- scores.jsonl: every row's score on every dimension, with skip reasons and the empty flag;
+- reward_vs_w.png and bars.png (see `pad.evaluate.plots`);
+- cache/: the score cache, one JSONL file per scorer.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pad.evaluate.cache import ScoreCache
+from pad.evaluate.config import EvalConfig
+from pad.evaluate.inputs import Run, check_matches_baseline, find_run, load_runs
+from pad.evaluate.scorers import Dimension, Scorer
+from pad.evaluate.stats import summarize, win_rates
+
+RESULT_FIELDS = ["run", "principles", "w", "dimension", "n", "mean", "std", "ci_low", "ci_high", "skipped", "empty",
+                 "pairs", "win", "tie", "loss"]  # fmt: skip
+
+
+@dataclass
+class Scores:
+    """One run's scores: per dimension, id -> value for scored rows and id -> reason for skipped ones."""
+
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    runs: list[Run]
+    dimensions: list[Dimension]
+    scores: dict[str, Scores]  # by run name
+    results: list[dict]
+    baseline: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def score_runs(runs: Sequence[Run], dimensions: Sequence[Dimension], cache_dir: str | Path | None = None,
+               batch_size: int = 16, progress: bool = False) -> dict[str, Scores]:
+    """Score every row of every run on every dimension; only texts missing from the cache reach a model.
+
+    Rows the decoder skipped are counted as skipped and never scored; identical texts (the same
+    response in two runs) are scored once.
+    """
+    from tqdm.auto import tqdm
+
+    out = {r.name: Scores() for r in runs}
+    scorers: list[Scorer] = []
+    for d in dimensions:
+        if d.scorer not in scorers:
+            scorers.append(d.scorer)
+    for scorer in scorers:
+        dims = [d for d in dimensions if d.scorer is scorer]
+        todo = [(run, row) for run in runs for row in run.rows if not row.decode_skipped]
+        items = scorer.prepare([row for _, row in todo])
+        cache = ScoreCache(cache_dir, scorer.identity, scorer.label)
+        keys = [cache.key(it.text) for it in items]
+        pending: dict[str, int] = {}
+        for i, (key, it) in enumerate(zip(keys, items)):
+            if cache.get(key) is None and key not in pending:
+                if it.skip is not None:
+                    cache.put({key: it.skip})
+                else:
+                    pending[key] = i
+        if pending:
+            order = list(pending.values())
+            bar = tqdm(total=len(order), desc=f"scoring {scorer.label}", unit="text", disable=not progress,
+                       leave=False)  # fmt: skip
+            for idx, vectors in scorer.score([items[i] for i in order], batch_size):
+                cache.put({keys[order[j]]: v for j, v in zip(idx, vectors)})
+                bar.update(len(idx))
+            bar.close()
+        for (run, row), key in zip(todo, keys):
+            got = cache.get(key)
+            for d in dims:
+                if isinstance(got, str):
+                    out[run.name].skipped.setdefault(d.name, {})[row.id] = got
+                else:
+                    out[run.name].values.setdefault(d.name, {})[row.id] = got[d.index]
+    for run in runs:
+        for row in run.rows:
+            if row.decode_skipped:
+                for d in dimensions:
+                    out[run.name].skipped.setdefault(d.name, {})[row.id] = "skipped by the decoder"
+    return out
+
+
+def summarize_runs(runs: Sequence[Run], dimensions: Sequence[Dimension], scores: dict[str, Scores],
+                   baseline: Run | None = None, resamples: int = 1000, seed: int = 0,
+                   tie_tolerance: float = 0.0) -> list[dict]:
+    """One result per run and dimension, in run order then dimension order."""
+    results = []
+    for run in runs:
+        empty = {r.id for r in run.rows if not r.decode_skipped and not r.response.strip()}
+        for d in dimensions:
+            values = scores[run.name].values.get(d.name, {})
+            s = summarize([values[r.id] for r in run.rows if r.id in values], resamples, seed)
+            res = {"run": run.name, "principles": run.label, "w": run.w, "dimension": d.name, **s.as_dict(),
+                   "skipped": len(scores[run.name].skipped.get(d.name, {})), "empty": len(empty & values.keys())}
+            if baseline is not None and run is not baseline:
+                wr = win_rates(values, scores[baseline.name].values.get(d.name, {}), tie_tolerance)
+                res.update(wr.as_dict())
+            else:
+                res.update({"pairs": None, "win": None, "tie": None, "loss": None})
+            results.append(res)
+    return results
+
+
+def run_eval(config: EvalConfig, dimensions: Sequence[Dimension] | None = None) -> Report:
+    """Everything `pad eval` does; `dimensions` replaces the ones the config names (tests, notebooks)."""
+    from pad.models import resolve_device, resolve_dtype
+
+    runs = load_runs(config.runs)
+    baseline = find_run(runs, config.baseline) if config.baseline else None
+    if baseline is not None:
+        for run in runs:
+            check_matches_baseline(run, baseline)
+    if dimensions is None:
+        from pad.evaluate.scorers import build_dimensions, persrm_dimensions
+
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        dimensions = build_dimensions(config.scorers, device, dtype, config.trust_remote_code)
+        if config.persrm:
+            dimensions += persrm_dimensions(config.persrm, config.principles, config.persrm_reference, config.beta,
+                                            config.reference_sees_principle, device, dtype)  # fmt: skip
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = score_runs(runs, dimensions, out / "cache" if config.cache else None, config.batch_size, config.progress)
+    results = summarize_runs(runs, dimensions, scores, baseline, config.bootstrap, config.seed, config.tie_tolerance)
+    report = Report(runs, list(dimensions), scores, results, baseline.name if baseline else None)
+    write_report(report, config, out)
+    return report
+
+
+def write_report(report: Report, config: EvalConfig, out: Path) -> None:
+    doc = {
+        "settings": asdict(config),
+        "baseline": report.baseline,
+        "runs": [{"name": r.name, "file": str(r.path), "principles": r.principles, "w": r.w, "rows": len(r.rows),
+                  "skipped_by_decoder": sum(x.decode_skipped for x in r.rows)} for r in report.runs],
+        "dimensions": [{"name": d.name, "scorer": d.scorer.label, "output": d.output,
+                        "identity": json.loads(d.scorer.identity)} for d in report.dimensions],
+        "results": report.results,
+    }  # fmt: skip
+    (out / "report.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    with (out / "report.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
+        w.writeheader()
+        for res in report.results:
+            w.writerow({k: ("" if res.get(k) is None else res[k]) for k in RESULT_FIELDS})
+    with (out / "scores.jsonl").open("w", encoding="utf-8") as f:
+        for run in report.runs:
+            s = report.scores[run.name]
+            for row in run.rows:
+                line = {"run": run.name, "id": row.id,
+                        "scores": {d.name: s.values.get(d.name, {}).get(row.id) for d in report.dimensions},
+                        "skipped": {d.name: s.skipped[d.name][row.id] for d in report.dimensions
+                                    if row.id in s.skipped.get(d.name, {})},
+                        "empty": not row.decode_skipped and not row.response.strip()}  # fmt: skip
+                f.write(json.dumps(line) + "\n")
+    report.files = {"json": str(out / "report.json"), "csv": str(out / "report.csv"),
+                    "scores": str(out / "scores.jsonl")}  # fmt: skip
+    if config.plots:
+        from pad.evaluate.plots import plot_bars, plot_reward_vs_w
+
+        if plot_reward_vs_w(report.results, out / "reward_vs_w.png"):
+            report.files["reward_vs_w"] = str(out / "reward_vs_w.png")
+        if plot_bars(report.results, out / "bars.png", report.baseline):
+            report.files["bars"] = str(out / "bars.png")
+
+
+def results_table(report: Report):
+    """A rich Table of the results, for the terminal."""
+    from rich.table import Table
+
+    table = Table(title="pad eval" + (f" (baseline: {report.baseline})" if report.baseline else ""))
+    for col, just in [("run", "left"), ("principles", "left"), ("w", "right"), ("dimension", "left"), ("n", "right"),
+                      ("mean", "right"), ("std", "right"), ("95% CI", "center"), ("skipped", "right"),
+                      ("empty", "right")]:  # fmt: skip
+        table.add_column(col, justify=just)
+    if report.baseline:
+        table.add_column("win / tie / loss", justify="center")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in report.results:
+        cells = [r["run"], r["principles"], "?" if r["w"] is None else f"{r['w']:g}", r["dimension"], str(r["n"]),
+                 fmt(r["mean"]), fmt(r["std"]),
+                 "-" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                 str(r["skipped"]), str(r["empty"])]  # fmt: skip
+        if report.baseline:
+            cells.append("baseline" if r["run"] == report.baseline else
+                         "-" if r["win"] is None else f"{r['win']:.0%} / {r['tie']:.0%} / {r['loss']:.0%}")  # fmt: skip
+        table.add_row(*cells)
+    return table
