@@ -78,10 +78,51 @@ def merge(
 @app.command("eval")
 @friendly_errors
 def eval_(
-    runs: Annotated[list[Path], typer.Argument(help="Run files written by `pad decode`.")],
+    runs: Annotated[list[Path], typer.Argument(help="Run files: `pad decode` JSONL, or the reference's JSON lists.")],
+    scorer: Annotated[list[str] | None, typer.Option("--scorer", "-s", help="A preset (helpful, harmless, humor, armo-helpfulness, armo-harmless, armo-score, armo-<objective>), PRESET=PATH for a local copy of its model, or any classifier by path or hub id, MODEL:LABEL to pick an output (repeatable).")] = None,
+    baseline: Annotated[str | None, typer.Option(help="Run (name or file) the others are compared with, prompt by prompt.")] = None,
+    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.csv, scores.jsonl, plots, score cache.")] = Path("eval_report"),
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass (sorted by length first).")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = "auto",
+    persrm: Annotated[str | None, typer.Option(help="A PersRM (adapter folder or merged): adds its implicit DPO reward.")] = None,
+    principle: Annotated[list[str] | None, typer.Option("--principle", "-p", help="Principle of the PersRM reward (repeatable: one dimension each).")] = None,
+    persrm_reference: Annotated[str | None, typer.Option(help="Reference model of the implicit reward (default: the PersRM's base).")] = None,
+    reference_sees_principle: Annotated[bool, typer.Option(help="Give the reference the principle prompt too (the exact DPO reward).")] = False,
+    beta: Annotated[float | None, typer.Option(help="DPO beta of the implicit reward (default: pad_config.json's, else 0.1).")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow non-preset scorer models that ship their own code.")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples of the 95% interval.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    tie_tolerance: Annotated[float, typer.Option(help="Score difference counted as a tie in win rates.")] = 0.0,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write reward_vs_w.png and bars.png.")] = True,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse scores cached in OUT/cache.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
-    """Score decoding runs with reward models: per-dimension statistics, win rates, plots."""
-    _fail("`pad eval` is not available yet")
+    """Score decoding runs with reward models: per-dimension statistics, win rates, plots.
+
+    Examples:
+
+      pad eval vanilla.jsonl pad_w1.jsonl --scorer helpful --scorer humor --baseline vanilla
+
+      pad eval sweep_*.jsonl -s armo-helpfulness -s armo-harmless --persrm ckpt/ -p harmless --out report/
+    """
+    from pad.evaluate.config import EvalConfig
+    from pad.evaluate.report import results_table, run_eval
+
+    quiet_libraries()
+    config = EvalConfig(
+        runs=[str(r) for r in runs], scorers=list(scorer or []), baseline=baseline, out=str(out),
+        batch_size=batch_size, device=device, dtype=dtype, persrm=persrm, principles=list(principle or []),
+        persrm_reference=persrm_reference, reference_sees_principle=reference_sees_principle, beta=beta,
+        trust_remote_code=trust_remote_code, bootstrap=bootstrap, seed=seed, tie_tolerance=tie_tolerance,
+        plots=plots, cache=cache, progress=not quiet,
+    )  # fmt: skip
+    report = run_eval(config)
+    from rich.console import Console
+
+    Console().print(results_table(report))
+    for what, path in report.files.items():
+        typer.echo(f"{what}: {path}")
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})

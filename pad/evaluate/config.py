@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from pad.errors import PadError
+from pad.principles import DEFAULT_TEMPLATE, check_template
 
 
 class EvalConfigError(PadError, ValueError):
@@ -74,6 +75,9 @@ class EvalConfig:
     progress: bool = True
     """Show progress bars while scoring."""
 
+    template: str = DEFAULT_TEMPLATE
+    """The principle prompt template, to strip from the prompts of reference JSON lists."""
+
     def __post_init__(self):
         self.runs = [str(r) for r in self.runs]
         self.scorers = [str(s) for s in self.scorers]
@@ -93,5 +97,9 @@ class EvalConfig:
             raise EvalConfigError(f"tie_tolerance: must be a finite number >= 0, got {self.tie_tolerance}")
         if self.beta is not None and not (math.isfinite(self.beta) and self.beta > 0):
             raise EvalConfigError(f"beta: must be a positive number, got {self.beta}")
+        try:
+            check_template(self.template)
+        except ValueError as e:
+            raise EvalConfigError(f"template: {e}") from None
         if self.dtype not in ("auto", "fp32", "float32", "fp16", "float16", "bf16", "bfloat16"):
             raise EvalConfigError(f"dtype: unknown {self.dtype!r}; choose auto, fp32, fp16 or bf16")

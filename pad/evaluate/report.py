@@ -120,7 +120,7 @@ def run_eval(config: EvalConfig, dimensions: Sequence[Dimension] | None = None) 
     """Everything `pad eval` does; `dimensions` replaces the ones the config names (tests, notebooks)."""
     from pad.models import resolve_device, resolve_dtype
 
-    runs = load_runs(config.runs)
+    runs = load_runs(config.runs, config.template)
     baseline = find_run(runs, config.baseline) if config.baseline else None
     if baseline is not None:
         for run in runs:
