@@ -120,7 +120,7 @@ def eval_(
     report = run_eval(config)
     from rich.console import Console
 
-    Console().print(results_table(report))
+    Console(width=None if sys.stdout.isatty() else 120).print(results_table(report))
     for what, path in report.files.items():
         typer.echo(f"{what}: {path}")
 

@@ -101,6 +101,11 @@ def plot_bars(results: Sequence[dict], path: str | Path, baseline: str | None = 
         ax.set_title(dim)
         ax.set_ylabel("mean reward (95% CI)")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize="small")
+    legend = {}
+    for ax in axes[: len(dims)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(6, len(legend)),
+               fontsize="small")  # fmt: skip
     fig.savefig(path, dpi=110)
     return True

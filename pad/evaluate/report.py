@@ -181,24 +181,34 @@ def write_report(report: Report, config: EvalConfig, out: Path) -> None:
 
 
 def results_table(report: Report):
-    """A rich Table of the results, for the terminal."""
+    """A rich Table of the results, one section per run, for the terminal."""
     from rich.table import Table
 
-    table = Table(title="pad eval" + (f" (baseline: {report.baseline})" if report.baseline else ""))
-    for col, just in [("run", "left"), ("principles", "left"), ("w", "right"), ("dimension", "left"), ("n", "right"),
-                      ("mean", "right"), ("std", "right"), ("95% CI", "center"), ("skipped", "right"),
-                      ("empty", "right")]:  # fmt: skip
+    title = "pad eval" + (f" (baseline: {report.baseline})" if report.baseline else "")
+    table = Table(title=title, caption="mean and 95% bootstrap interval; skip = not scored (too long or not "
+                  "decoded); empty = empty responses, scored", caption_justify="left")  # fmt: skip
+    for col, just in [("run", "left"), ("w", "right"), ("dimension", "left"), ("n", "right"), ("mean", "right"),
+                      ("95% CI", "left"), ("std", "right"), ("skip", "right"), ("empty", "right")]:  # fmt: skip
         table.add_column(col, justify=just)
     if report.baseline:
-        table.add_column("win / tie / loss", justify="center")
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        table.add_column("win/tie/loss", justify="right")
+    num = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    pct = lambda v: f"{100 * v:.0f}"  # noqa: E731
+    by_run = {}
     for r in report.results:
-        cells = [r["run"], r["principles"], "?" if r["w"] is None else f"{r['w']:g}", r["dimension"], str(r["n"]),
-                 fmt(r["mean"]), fmt(r["std"]),
-                 "-" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
-                 str(r["skipped"]), str(r["empty"])]  # fmt: skip
-        if report.baseline:
-            cells.append("baseline" if r["run"] == report.baseline else
-                         "-" if r["win"] is None else f"{r['win']:.0%} / {r['tie']:.0%} / {r['loss']:.0%}")  # fmt: skip
-        table.add_row(*cells)
+        by_run.setdefault(r["run"], []).append(r)
+    for results in by_run.values():
+        for k, r in enumerate(results):
+            first = k == 0
+            run = r["run"] if first else f"[dim]{r['principles']}[/dim]" if k == 1 else ""
+            if first and len(results) == 1:
+                run += f" [dim]({r['principles']})[/dim]"
+            w = ("?" if r["w"] is None else f"{r['w']:g}") if first else ""
+            ci = "-" if r["ci_low"] is None else f"{num(r['ci_low'])} .. {num(r['ci_high'])}"
+            cells = [run, w, r["dimension"], str(r["n"]), num(r["mean"]), ci, num(r["std"]), str(r["skipped"]),
+                     str(r["empty"])]  # fmt: skip
+            if report.baseline:
+                wins = "-" if r["win"] is None else f"{pct(r['win'])}/{pct(r['tie'])}/{pct(r['loss'])}%"
+                cells.append("baseline" if r["run"] == report.baseline else wins)
+            table.add_row(*cells, end_section=k == len(results) - 1)
     return table
