@@ -96,7 +96,7 @@ def test_cli_runs_and_prints_a_table(tmp_path, sweep, tiny_rm):
     r = _cli(*map(str, sweep), "--scorer", f"helpful={tiny_rm}", "--baseline", "vanilla", "--out",
              str(tmp_path / "o"), "--quiet", "--bootstrap", "200")  # fmt: skip
     assert r.exit_code == 0, r.output
-    assert "harmless_w1.5" in r.output and "win / tie / loss" in r.output
+    assert "harmless_w1.5" in r.output and "win/tie/loss" in r.output
     assert (tmp_path / "o" / "reward_vs_w.png").is_file()
 
 
