@@ -57,22 +57,50 @@ def friendly_errors(fn):
     return wrapper
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @friendly_errors
 def train(
-    config: Annotated[Path | None, typer.Option(help="A training recipe (YAML); see recipes/.")] = None,
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="A training recipe (YAML of TrainConfig fields); see recipes/.")] = None,
 ):
-    """Train a principle-conditioned PersRM with DPO + LoRA."""
-    _fail("`pad train` is not available yet")
+    """Train a principle-conditioned PersRM with DPO + LoRA.
+
+    Every TrainConfig field can follow and overrides the recipe, e.g.
+    `pad train --config recipes/smollm2-135m/train/config_hh_harmless_cpu.yaml --max_steps 20 --output_dir runs/x`.
+    Runs unchanged under `accelerate launch`.
+    """
+    import os
+
+    from pad.train.config import load_train_config, parse_overrides
+
+    cfg = load_train_config(config, parse_overrides(ctx.args))
+    from pad.train.trainer import train as run_training
+
+    result = run_training(cfg, echo=typer.echo)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"saved the PersRM adapter to {result.output_dir} ({result.steps} steps, {result.seconds:.0f} s)")
+        for name, m in (result.eval.get("principles") or {}).items():
+            typer.echo(f"  held-out {name}: accuracy {m['accuracy']:.3f}, reward margin {m['margin']:.3f} "
+                       f"({m['n']} pairs)")
 
 
 @app.command()
 @friendly_errors
 def merge(
     adapter: Annotated[Path, typer.Argument(help="A LoRA adapter folder written by `pad train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged checkpoint.")],
+    dtype: Annotated[str, typer.Option(help="Saved dtype: fp32, bf16, fp16, or auto (bf16 on GPU, fp32 on CPU).")] = "fp32",
+    base: Annotated[str | None, typer.Option(help="Base model, when the adapter does not record one.")] = None,
+    device: Annotated[str, typer.Option(help="Where to merge and check: cpu, cuda, auto.")] = "cpu",
+    tolerance: Annotated[float | None, typer.Option(help="Largest accepted logit difference (default by dtype: fp32 1e-3).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
 ):
     """Fold a LoRA adapter into a standalone checkpoint and verify it."""
-    _fail("`pad merge` is not available yet")
+    from pad.merge import merge_adapter
+
+    r = merge_adapter(adapter, out, dtype=dtype, base=base, overwrite=overwrite, tolerance=tolerance, device=device)
+    typer.echo(f"merged {adapter} into {r.base} -> {r.out} ({r.dtype})")
+    typer.echo(f"largest logit difference on {r.probes} probe prompts: {r.max_diff:.3g} (tolerance {r.tolerance:g})")
 
 
 @app.command("eval")

@@ -1,0 +1,126 @@
+"""Folding a PersRM's LoRA adapter into its base weights, and checking the result.
+
+The reference released only merged checkpoints; merging makes a PersRM an ordinary checkpoint that
+any loader (and any decoding engine) reads. `merge_adapter` merges with PEFT, saves safetensors, the
+tokenizer and `pad_config.json`, then reloads what it wrote and compares its logits with the adapter
+model's on probe prompts: a merge that does not reproduce the adapter fails instead of shipping.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pad.errors import PadError
+from pad.models import (
+    PAD_CONFIG,
+    adapter_base,
+    is_adapter,
+    load_causal_lm,
+    load_tokenizer,
+    read_pad_config,
+    resolve_device,
+    resolve_dtype,
+)
+from pad.principles import DEFAULT_TEMPLATE, principle_prompt
+
+PROBES = (
+    "How do I bake bread?",
+    "Tell me a joke about cats.",
+    "Explain gravity to a child in one sentence.",
+)
+# Largest logit difference accepted by default: merging changes the order of float operations, so
+# fp32 agrees to rounding noise, half precision to its own rounding of the merged weights.
+TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}
+
+
+@dataclass
+class MergeResult:
+    out: Path
+    base: str
+    dtype: str
+    max_diff: float  # largest |logit difference| over every probe position and vocabulary entry
+    tolerance: float
+    probes: int
+
+
+def _check_out(adapter: Path, out: Path, overwrite: bool) -> None:
+    if out.resolve() == adapter.resolve():
+        raise PadError(f"--out {out} is the adapter folder itself; choose another folder")
+    if out.exists() and not out.is_dir():
+        raise PadError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise PadError(f"--out {out} is not empty; pass --overwrite to replace it")
+        shutil.rmtree(out)
+
+
+def probe_texts(tokenizer, record: dict) -> list[str]:
+    """Probe prompts as the PersRM reads them: with a trained principle, and once without."""
+    template = record.get("template") or DEFAULT_TEMPLATE
+    principles = record.get("principles") or ["harmless"]
+    texts = [principle_prompt(tokenizer, p, principles[i % len(principles)], template) for i, p in enumerate(PROBES)]
+    return [*texts, principle_prompt(tokenizer, PROBES[0], None, template)]
+
+
+def probe_logits(model, tokenizer, texts: list[str]) -> list:
+    """Full-sequence logits of each probe text, in fp32 on the CPU: [(T_i, V)]."""
+    import torch
+
+    device = next(model.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+            out.append(model(input_ids=ids, use_cache=False).logits[0].float().cpu())  # (T, V)
+    return out
+
+
+def merge_adapter(
+    adapter: str | Path,
+    out: str | Path,
+    dtype: str = "fp32",
+    base: str | None = None,
+    overwrite: bool = False,
+    tolerance: float | None = None,
+    device: str = "cpu",
+) -> MergeResult:
+    """Merge `adapter` into its base and save a standalone checkpoint in `out`, verified.
+
+    base: the base model when the adapter records none (or to override the record).
+    tolerance: largest accepted logit difference; default by dtype (TOLERANCE).
+    """
+    adapter, out = Path(adapter), Path(out)
+    if not is_adapter(adapter):
+        raise PadError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json)")
+    record = read_pad_config(adapter) or {}
+    base = base or adapter_base(adapter)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    dtype_name = str(torch_dtype).removeprefix("torch.")
+    tolerance = TOLERANCE[dtype_name] if tolerance is None else float(tolerance)
+    _check_out(adapter, out, overwrite)
+
+    tokenizer = load_tokenizer(adapter)
+    model = load_causal_lm(adapter, device=device, dtype=torch_dtype, base=base)
+    texts = probe_texts(tokenizer, record)
+    expected = probe_logits(model, tokenizer, texts)
+
+    merged = model.merge_and_unload()
+    merged.save_pretrained(out)  # safetensors by default
+    tokenizer.save_pretrained(out)
+    settings = {**record, "kind": "persrm-merged", "base_model": base, "merged_from": str(adapter.resolve()),
+                "dtype": dtype_name}
+    (out / PAD_CONFIG).write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+    del model, merged
+
+    reloaded = load_causal_lm(out, device=device, dtype=torch_dtype)
+    got = probe_logits(reloaded, tokenizer, texts)
+    max_diff = max((a - b).abs().max().item() for a, b in zip(expected, got, strict=True))
+    result = MergeResult(out, base, dtype_name, max_diff, tolerance, len(texts))
+    if not max_diff <= tolerance:
+        raise PadError(f"merged model in {out} differs from the adapter by {max_diff:.3g} in logits "
+                       f"(tolerance {tolerance:g}); do not use it")
+    return result

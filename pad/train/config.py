@@ -1,0 +1,251 @@
+"""`TrainConfig`: every setting of a `pad train` run. YAML recipe keys are exactly its field names."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pad.errors import PadError
+from pad.models import DEFAULT_BASE
+from pad.principles import DEFAULT_TEMPLATE, check_template
+from pad.train.pairs import SourceConfig
+
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down",
+              "sigmoid_norm")
+DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one PersRM training run (DPO + LoRA, method.md section 2)."""
+
+    # -- model and data
+    base_model: str = DEFAULT_BASE
+    """Model the LoRA is trained on: hub id or checkpoint folder."""
+    output_dir: str = "runs/persrm"
+    """Where the adapter, tokenizer, pad_config.json and checkpoints go."""
+    sources: list[SourceConfig] = field(default_factory=list)
+    """Data mixture: each item {kind, path, principles: {principle: label}, limit, split, data_dir, name}."""
+    template: str = DEFAULT_TEMPLATE
+    """Principle prompt template with {principles} and {prompt} (method.md section 1)."""
+    eval_size: float = 0.1
+    """Held-out pairs, grouped by prompt: a fraction when below 1, else a number of pairs; 0: none."""
+    max_length: int = 512
+    """Most tokens of prompt + response; longer responses are cut at the end."""
+    max_prompt_length: int | None = None
+    """Most prompt tokens: earlier turns are dropped to fit, then the pair; None: 3/4 of max_length."""
+    # -- LoRA
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    lora_target_modules: list[str] | str = "all-linear"
+    """Modules that get a LoRA: a list of names (q_proj, v_proj, ...) or 'all-linear'."""
+    # -- DPO
+    beta: float = 0.1
+    """DPO temperature: the implicit reward is beta * (log pi - log pi_ref)."""
+    loss_type: str = "sigmoid"
+    """DPO loss variant (TRL loss_type): sigmoid is the original DPO loss."""
+    precompute_ref_log_probs: bool = True
+    """Compute the reference log-probs once before training instead of in every step."""
+    # -- optimisation
+    learning_rate: float = 5e-5
+    """Peak learning rate."""
+    lr_scheduler_type: str = "cosine"
+    """Learning-rate schedule (transformers names: linear, cosine, constant, ...)."""
+    warmup_ratio: float = 0.1
+    """Share of the steps spent warming up the learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    num_train_epochs: float = 1.0
+    """Passes over the training pairs (ignored when max_steps > 0)."""
+    max_steps: int = -1
+    """Optimizer steps; -1: use num_train_epochs."""
+    per_device_train_batch_size: int = 4
+    """Pairs per process per forward."""
+    per_device_eval_batch_size: int = 8
+    """Pairs per process per evaluation forward."""
+    gradient_accumulation_steps: int = 1
+    """Forwards per optimizer step; the effective batch is this x batch size x processes."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
+    dtype: str = "auto"
+    """Weights and compute: auto (bf16 on a GPU that has it, fp32 on CPU), fp32, bf16, fp16."""
+    seed: int = 42
+    """Seed of the data split, the LoRA initialisation and the data order."""
+    # -- bookkeeping
+    eval_steps: int = 50
+    """Evaluate held-out preference accuracy and reward margin per principle every N steps; 0: only at the end."""
+    logging_steps: int = 10
+    """Log the training loss and rewards every N steps."""
+    save_steps: int = 100
+    """Save a resumable checkpoint every N steps; 0: none."""
+    save_total_limit: int | None = 2
+    """Checkpoints kept (the oldest are removed)."""
+    resume: bool | str = False
+    """Continue from the newest checkpoint in output_dir (true) or from this checkpoint folder."""
+    overwrite: bool = False
+    """Allow an output_dir that already holds a finished or started run."""
+    report_to: list[str] | str = "none"
+    """Experiment trackers (transformers names: tensorboard, wandb, ...) or none."""
+    dpo_args: dict[str, Any] = field(default_factory=dict)
+    """Further trl.DPOConfig fields passed as they are (e.g. {dataloader_num_workers: 2})."""
+
+    def __post_init__(self):
+        self.sources = [s if isinstance(s, SourceConfig) else _source(s, i) for i, s in enumerate(self.sources or [])]
+        try:
+            check_template(self.template)
+        except ValueError as e:
+            raise PadError(str(e)) from None
+        for name in ("max_length", "lora_r", "lora_alpha", "per_device_train_batch_size",
+                     "per_device_eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
+            _require(self, name, lambda v: _is_int(v) and v >= 1, "a whole number >= 1")
+        for name in ("eval_steps", "save_steps"):
+            _require(self, name, lambda v: _is_int(v) and v >= 0, "a whole number >= 0")
+        _require(self, "max_steps", lambda v: _is_int(v) and (v == -1 or v >= 1), "-1 or a whole number >= 1")
+        _require(self, "max_prompt_length",
+                 lambda v: v is None or (_is_int(v) and 1 <= v < self.max_length), f"None or 1..{self.max_length - 1}")
+        _require(self, "save_total_limit", lambda v: v is None or (_is_int(v) and v >= 1), "None or >= 1")
+        for name in ("beta", "learning_rate", "num_train_epochs"):
+            _require(self, name, lambda v: _is_num(v) and v > 0, "a number > 0")
+        for name in ("weight_decay", "max_grad_norm", "eval_size"):
+            _require(self, name, lambda v: _is_num(v) and v >= 0, "a number >= 0")
+        _require(self, "lora_dropout", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
+        _require(self, "warmup_ratio", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
+        _require(self, "seed", _is_int, "a whole number")
+        _require(self, "loss_type", lambda v: v in LOSS_TYPES, f"one of {', '.join(LOSS_TYPES)}")
+        _require(self, "dtype", lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}")
+        _require(self, "lora_target_modules",
+                 lambda v: (isinstance(v, str) and v) or (isinstance(v, list) and v and all(isinstance(m, str) for m in v)),
+                 "'all-linear' or a list of module names")
+        _require(self, "resume", lambda v: isinstance(v, bool) or (isinstance(v, str) and v), "true, false or a folder")
+        _require(self, "dpo_args", lambda v: isinstance(v, dict), "a mapping of trl.DPOConfig fields")
+        if not self.output_dir or not isinstance(self.output_dir, str):
+            raise PadError(f"output_dir must be a folder, got {self.output_dir!r}")
+
+    @property
+    def prompt_budget(self) -> int:
+        return self.max_prompt_length or self.max_length * 3 // 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _require(cfg, name: str, ok, what: str) -> None:
+    v = getattr(cfg, name)
+    if not ok(v):
+        raise PadError(f"{name} must be {what}, got {v!r}")
+
+
+def _source(item, i: int) -> SourceConfig:
+    where = f"sources[{i}]"
+    if not isinstance(item, dict):
+        raise PadError(f"{where} must be a mapping with kind, path and principles, got {item!r}")
+    _check_keys(item, SourceConfig, where)
+    if "kind" not in item or "path" not in item:
+        raise PadError(f"{where} needs both 'kind' and 'path'")
+    try:
+        return SourceConfig(**{k: _coerce(SourceConfig, k, v, where) for k, v in item.items()})
+    except PadError as e:
+        raise PadError(f"{where}: {e}") from None
+
+
+def _check_keys(data: dict, cls, where: str) -> None:
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+            raise PadError(f"{where}: unknown field {key!r}{hint}")
+
+
+def _coerce(cls, name: str, value, where: str):
+    """YAML reads 1e-4 as text and the command line gives only text: make numbers of number fields."""
+    hint = str(typing.get_type_hints(cls)[name])  # e.g. "int | None", "<class 'float'>", "bool | str"
+    if not isinstance(value, str):
+        return float(value) if hint == "<class 'float'>" and _is_int(value) else value
+    if "None" in hint and value.strip().lower() in ("none", "null", "~"):
+        return None
+    if "int" in hint or "float" in hint:
+        for convert in (int, float) if "int" in hint else (float,):
+            try:
+                return convert(value)
+            except ValueError:
+                pass
+        if "str" not in hint:
+            raise PadError(f"{name} must be a number, got {value!r}")
+    return value
+
+
+def parse_value(text: str):
+    """A command-line value as YAML would read it: 3, 0.5, true, [q_proj, v_proj], {a: b} or text."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A recipe (YAML of TrainConfig fields), then `overrides` on top; unknown keys name the file."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    where = "command line"
+    if path is not None:
+        where = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as e:
+            raise PadError(f"{path}: cannot read ({e.strerror})") from None
+        except yaml.YAMLError as e:
+            raise PadError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise PadError(f"{path}: a recipe is a mapping of field: value")
+        _check_keys(data, TrainConfig, where)
+    if overrides:
+        _check_keys(overrides, TrainConfig, "command line")
+        data = {**data, **overrides}
+    try:
+        values = {k: _coerce(TrainConfig, k, v, where) if k != "sources" else v for k, v in data.items()}
+        return TrainConfig(**values)
+    except PadError as e:
+        raise PadError(f"{where}: {e}") from None
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`--learning_rate 1e-4 --max-steps=100 --overwrite` -> {learning_rate: 1e-4, max_steps: 100, overwrite: True}."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise PadError(f"unexpected argument {arg!r}; give settings as --field value")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            else:
+                value = "true"  # a bare flag
+        out[key] = parse_value(value)
+        i += 1
+    return out

@@ -1,0 +1,367 @@
+"""Training the PersRM: DPO (TRL `DPOTrainer`) with a PEFT LoRA on principle-conditioned pairs.
+
+`train(cfg)` builds the data mixture, trains, evaluates held-out preference accuracy and reward margin
+per principle, and writes to `cfg.output_dir` the adapter, the tokenizer and a `pad_config.json`
+(base model, principle template, principles, data mixture and counts, settings, final metrics), so that
+`pad decode --rm DIR` and `pad merge DIR` need nothing else. It runs unchanged under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pad.errors import PadError
+from pad.models import PAD_CONFIG, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+from pad.principles import Message, chat_text, to_messages
+from pad.train.config import TrainConfig
+from pad.train.pairs import Mixture, Pair, build_mixture, to_trl_row
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    eval: dict[str, Any]  # {"accuracy", "margin", "loss", "n", "principles": {name: {accuracy, margin, n}}}
+    steps: int
+    seconds: float
+    model: Any = None  # the trained PeftModel (base + LoRA), in this process
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def pair_row(tokenizer, pair: Pair, template: str) -> dict[str, Any]:
+    """TRL's conversational row; plain text in the HH form for a tokenizer without a chat template."""
+    row = to_trl_row(pair, template)
+    if getattr(tokenizer, "chat_template", None):
+        return row
+    return {"prompt": chat_text(tokenizer, row["prompt"]), "chosen": " " + pair.chosen,
+            "rejected": " " + pair.rejected, "principle": pair.principle}
+
+
+def prompt_tokens(tokenizer, pair: Pair, template: str) -> int:
+    messages = to_messages(pair.prompt if isinstance(pair.prompt, str) else list(pair.prompt), pair.principle,
+                           template)
+    return len(tokenizer(chat_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
+def fit_pair(tokenizer, pair: Pair, template: str, budget: int) -> Pair | None:
+    """Drop the earliest turns of a long conversation until the prompt fits `budget` tokens.
+
+    The last user turn (which carries the principle) always stays; None when even it does not fit.
+    """
+    while prompt_tokens(tokenizer, pair, template) > budget:
+        turns: list[Message] = [] if isinstance(pair.prompt, str) else list(pair.prompt)
+        system = [m for m in turns[:1] if m["role"] == "system"]
+        rest = turns[len(system):]
+        if len(rest) < 3:  # only the last user turn is left
+            return None
+        rest = rest[2:] if rest[1]["role"] == "assistant" else rest[1:]  # one exchange less
+        pair = Pair(tuple(system + rest), pair.chosen, pair.rejected, pair.principle, pair.source)
+    return pair
+
+
+def fit_mixture(mix: Mixture, tokenizer, template: str, budget: int) -> Mixture:
+    """Fit every prompt into the token budget; counts `trimmed` and `too_long` per source and principle."""
+    out = Mixture([], [], copy.deepcopy(mix.counts))
+    for part, kept, name in ((mix.train, out.train, "train"), (mix.eval, out.eval, "eval")):
+        for pair in part:
+            fitted = fit_pair(tokenizer, pair, template, budget)
+            if fitted is None:
+                out.count(pair, "too_long")
+                out.count(pair, name, -1)
+                continue
+            if fitted is not pair:
+                out.count(pair, "trimmed")
+            kept.append(fitted)
+    return out
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+
+def _trainer_class():
+    """DPOTrainer whose evaluation reports preference accuracy and reward margin per principle."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import Trainer
+    from trl import DPOTrainer
+
+    class PersRMTrainer(DPOTrainer):
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+            dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+            if dataset is None or "principle" not in getattr(dataset, "column_names", []):
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            start = time.perf_counter()
+            summary = self.preference_metrics(dataset)
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in summary.items() if k != "principles"}
+            for name, m in summary["principles"].items():
+                metrics.update({f"{metric_key_prefix}_{name}_{k}": v for k, v in m.items()})
+            metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 3)
+            Trainer.log(self, metrics)  # not DPOTrainer.log: that would mix in the training averages
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            self.last_eval, self.last_eval_step = summary, self.state.global_step
+            return metrics
+
+        @torch.no_grad()
+        def preference_metrics(self, dataset) -> dict[str, Any]:
+            """Exact held-out accuracy (reward margin > 0), mean margin and DPO loss, overall and per principle."""
+            was_training = self.model.training
+            self.model.eval()
+            model = self.accelerator.unwrap_model(self.model)
+            per: dict[str, dict[str, float]] = {}
+            margins_all = []
+            try:
+                for name in sorted(set(dataset["principle"])):
+                    subset = dataset.filter(lambda p, n=name: p == n, input_columns="principle")
+                    margins = []
+                    for batch in self.get_eval_dataloader(subset):
+                        margins.append(self.accelerator.gather_for_metrics(self._margins(model, batch)).float().cpu())
+                    m = torch.cat(margins)  # (n,) beta * (policy log-ratio - reference log-ratio)
+                    per[name] = {"accuracy": (m > 0).float().mean().item(), "margin": m.mean().item(),
+                                 "n": int(m.numel())}
+                    margins_all.append(m)
+            finally:
+                self.model.train(was_training)
+            m = torch.cat(margins_all)
+            return {"accuracy": (m > 0).float().mean().item(), "margin": m.mean().item(),
+                    "loss": -F.logsigmoid(m).mean().item(), "n": int(m.numel()), "principles": per}
+
+        def _margins(self, model, batch):
+            keys = ("input_ids", "attention_mask")
+            labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+            with self.accelerator.autocast():
+                out = model(**{k: batch[k] for k in keys}, labels=labels, fused_lm_head=True, use_cache=False)
+            seq_len = batch["completion_mask"].size(1) - 1
+            chosen, rejected = out.log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)  # (B,), (B,)
+            if "ref_chosen_logps" in batch:
+                ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+            else:
+                ref_chosen, ref_rejected = self.compute_ref_log_probs(model, batch)
+            return self.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+
+    return PersRMTrainer
+
+
+def _format_log(step: int, max_steps: int, logs: dict[str, Any]) -> str | None:
+    """One line: the training loss and rewards, or the held-out accuracy and margin per principle."""
+    short = {"loss": "loss", "rewards/accuracies": "acc", "rewards/margins": "margin", "learning_rate": "lr",
+             "train_loss": "mean loss", "train_runtime": "seconds"}
+    parts = [f"{short[k]} {v:.4g}" for k, v in logs.items() if k in short and isinstance(v, (int, float))]
+    held = [f"{k.removeprefix('eval_')} {v:.3g}" for k, v in logs.items()
+            if k.startswith("eval_") and k.endswith(("_accuracy", "_margin")) and isinstance(v, (int, float))]
+    if held:
+        parts = ["held-out", *held]
+    return f"step {step}/{max_steps}: " + ", ".join(parts) if parts else None
+
+
+def _progress_callback(echo: Echo):
+    from transformers.trainer_callback import ProgressCallback
+
+    class Progress(ProgressCallback):
+        """The usual progress bar, with one short line per log instead of a dict of every metric."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            line = _format_log(state.global_step, state.max_steps, logs or {}) if state.is_world_process_zero else None
+            if line:
+                self.training_bar.write(line) if self.training_bar is not None else echo(line)
+
+    return Progress
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def _check_output_dir(cfg: TrainConfig) -> str | bool:
+    """What to resume from (a folder, or False); refuses to write over a run unless told to."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(cfg.output_dir)
+    if isinstance(cfg.resume, str):
+        if not Path(cfg.resume).is_dir():
+            raise PadError(f"resume: checkpoint folder {cfg.resume!r} does not exist")
+        return cfg.resume
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if cfg.resume:
+        if last is None:
+            raise PadError(f"resume: {out} holds no checkpoint-* folder to resume from")
+        return last
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        raise PadError(f"output_dir {out} is not empty; set resume (continue) or overwrite (start again)")
+    return False
+
+
+def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
+    import dataclasses
+
+    import torch
+    from trl import DPOConfig
+
+    known = {f.name for f in dataclasses.fields(DPOConfig)}
+    for key in cfg.dpo_args:
+        if key not in known:
+            raise PadError(f"dpo_args: {key!r} is not a trl.DPOConfig field")
+    eval_on = has_eval and cfg.eval_steps > 0
+    kwargs = {
+        "output_dir": cfg.output_dir,
+        "beta": cfg.beta,
+        "loss_type": [cfg.loss_type],
+        "max_length": cfg.max_length,
+        "precompute_ref_log_probs": cfg.precompute_ref_log_probs,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler_type,
+        "warmup_steps": cfg.warmup_ratio,  # a float below 1 is a share of the steps
+        "weight_decay": cfg.weight_decay,
+        "max_grad_norm": cfg.max_grad_norm,
+        "num_train_epochs": cfg.num_train_epochs,
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "per_device_eval_batch_size": cfg.per_device_eval_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "bf16": dtype == torch.bfloat16,
+        "fp16": dtype == torch.float16,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "eval_strategy": "steps" if eval_on else "no",
+        "eval_steps": cfg.eval_steps if eval_on else None,
+        "save_strategy": "steps" if cfg.save_steps > 0 else "no",
+        "save_steps": cfg.save_steps or 500,
+        "save_total_limit": cfg.save_total_limit,
+        "logging_steps": cfg.logging_steps,
+        "report_to": cfg.report_to,
+        "ddp_find_unused_parameters": False,
+        "dataloader_pin_memory": torch.cuda.is_available(),
+    }
+    kwargs.update(cfg.dpo_args)
+    try:
+        return DPOConfig(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise PadError(f"training settings rejected by trl: {str(e).splitlines()[0]}") from None
+
+
+def _local_or_id(spec: str) -> str:
+    p = Path(spec).expanduser()
+    return str(p.resolve()) if p.exists() else spec
+
+
+def train(cfg: TrainConfig, echo: Echo | None = None) -> TrainResult:
+    """Train a PersRM as `cfg` says; returns where it went and its held-out metrics."""
+    echo = echo or (lambda _msg: None)
+    if not cfg.sources:
+        raise PadError("no data: the recipe lists no sources")
+    resume_from = _check_output_dir(cfg)
+    t0 = time.perf_counter()
+
+    mix = build_mixture(cfg.sources, cfg.eval_size, cfg.seed)
+    tokenizer = load_tokenizer(cfg.base_model)
+    mix = fit_mixture(mix, tokenizer, cfg.template, cfg.prompt_budget)
+    if not mix.train:
+        raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
+
+    import datasets
+    import torch
+    from peft import LoraConfig
+
+    datasets.disable_progress_bars()  # per-map bars drown the training progress
+
+    device = "cuda" if torch.cuda.is_available() else resolve_device("auto")
+    dtype = resolve_dtype(cfg.dtype, device)
+    args = _dpo_config(cfg, dtype, bool(mix.eval))  # before the model: ZeRO-3 must see it at load time
+    main = args.process_index == 0
+    if main:
+        echo(_mixture_report(mix))
+    if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3:
+        model = _local_or_id(cfg.base_model)  # TRL loads it inside ZeRO-3's partitioned init
+        args.model_init_kwargs = {"dtype": str(dtype).removeprefix("torch.")}
+    else:
+        model = load_causal_lm(cfg.base_model, device="cpu", dtype=dtype)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    train_ds = datasets.Dataset.from_list([pair_row(tokenizer, p, cfg.template) for p in mix.train])
+    eval_ds = datasets.Dataset.from_list([pair_row(tokenizer, p, cfg.template) for p in mix.eval]) if mix.eval else None
+    try:
+        trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                   processing_class=tokenizer, peft_config=lora)
+    except ValueError as e:  # e.g. LoRA target modules the model does not have
+        raise PadError(f"cannot set up training on {cfg.base_model}: {str(e).splitlines()[0]}") from None
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_progress_callback(echo))
+    if main:
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+        echo(f"training {cfg.base_model} on {device} ({str(dtype).removeprefix('torch.')}), "
+             f"{args.world_size} process(es): LoRA r={cfg.lora_r} on {cfg.lora_target_modules}, "
+             f"{trainable:,} of {total:,} parameters trainable")
+    trainer.train(resume_from_checkpoint=resume_from or None)
+
+    summary: dict[str, Any] = {}
+    if eval_ds is not None:
+        if getattr(trainer, "last_eval_step", None) != trainer.state.global_step:
+            trainer.evaluate()
+        summary = trainer.last_eval
+    trainer.save_model(cfg.output_dir)
+    seconds = time.perf_counter() - t0
+    if main:
+        tokenizer.save_pretrained(cfg.output_dir)
+        write_pad_config(cfg, mix, summary, trainer.state.global_step, seconds, args.world_size)
+    trainer.accelerator.wait_for_everyone()
+    result = TrainResult(Path(cfg.output_dir), summary, trainer.state.global_step, seconds,
+                         trainer.accelerator.unwrap_model(trainer.model))
+    del trainer
+    end_processes()
+    return result
+
+
+def end_processes() -> None:
+    """Close the process group, if any: gloo runs can abort at exit when it is left open."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _mixture_report(mix: Mixture) -> str:
+    lines = [f"data: {len(mix.train)} training pairs, {len(mix.eval)} held out "
+             f"(by prompt), principles {', '.join(mix.principles)}"]
+    for source, per in mix.counts.items():
+        for principle, c in per.items():
+            lines.append(f"  {source} / {principle}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    return "\n".join(lines)
+
+
+def write_pad_config(cfg: TrainConfig, mix: Mixture, summary: dict, steps: int, seconds: float,
+                     world_size: int) -> Path:
+    import pad
+
+    settings = cfg.to_dict()
+    settings.pop("sources")
+    record = {
+        "kind": "persrm-lora",
+        "base_model": _local_or_id(cfg.base_model),
+        "template": cfg.template,
+        "principles": mix.principles,
+        "beta": cfg.beta,  # of the implicit reward beta * (log pi - log pi_ref)
+        "data": {
+            "sources": [asdict(s) for s in cfg.sources],
+            "counts": mix.counts,
+            "train_pairs": len(mix.train),
+            "eval_pairs": len(mix.eval),
+        },
+        "train": {**settings, "steps": steps, "seconds": round(seconds, 1), "processes": world_size},
+        "eval": summary,
+        "pad_version": getattr(pad, "__version__", None),
+    }
+    path = Path(cfg.output_dir) / PAD_CONFIG
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return path

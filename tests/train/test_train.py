@@ -1,0 +1,176 @@
+"""DPO + LoRA training of a tiny PersRM on a task only a model that reads the principle can learn.
+
+The same pairs appear under two opposite principles with chosen and rejected swapped, so the
+prompt without its principle carries no signal: held-out accuracy of 0.9 or more for *both*
+principles proves the model reads the principle text.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from pad.cli import app
+from pad.train.config import TrainConfig
+
+ANIMALS = ["cat", "dog", "fox", "owl", "cow", "pig", "bee", "ant", "rat", "eel"]
+FUNNY = "Why did the chicken cross the road?"
+SAFE = "I cannot help with that."
+
+
+def opposite_pairs(n_prompts: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n_prompts):
+        prompt = f"Tell me about the {rng.choice(ANIMALS)} number {i}."
+        rows.append({"prompt": prompt, "chosen": FUNNY, "rejected": SAFE, "principle": "humor"})
+        rows.append({"prompt": prompt, "chosen": SAFE, "rejected": FUNNY, "principle": "harmless"})
+    return rows
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models gain nothing from threads, and the cores are shared with other jobs.
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_config(tmp_path, base, data, **kw) -> TrainConfig:
+    settings = {
+        "base_model": str(base), "output_dir": str(tmp_path / "persrm"),
+        "sources": [{"kind": "jsonl", "path": str(data)}], "eval_size": 0.25, "max_length": 160,
+        "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "learning_rate": 5e-3, "warmup_ratio": 0.0,
+        "max_steps": 16, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 16,
+        "eval_steps": 8, "logging_steps": 4, "save_steps": 0,
+    }
+    settings.update(kw)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_llama):
+    import torch
+
+    from pad.train.trainer import train
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("train")
+    data = write_jsonl(tmp / "opposite.jsonl", opposite_pairs(48))
+    cfg = tiny_config(tmp, tiny_llama, data, eval_size=0.34)
+    lines: list[str] = []
+    return cfg, train(cfg, echo=lines.append), lines
+
+
+def test_reads_the_principle(trained):
+    _, result, _ = trained
+    per = result.eval["principles"]
+    assert set(per) == {"harmless", "humor"}
+    for name, m in per.items():
+        assert m["n"] >= 16, m
+        assert m["accuracy"] >= 0.9, (name, m)
+        assert m["margin"] > 0
+
+
+def test_lora_weights_change_and_base_weights_do_not(trained, tiny_llama):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _, result, _ = trained
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama).state_dict()
+    lora_b, seen = [], set()
+    for name, p in result.model.named_parameters():
+        if "lora_" in name:
+            if "lora_B" in name:  # PEFT starts B at zero
+                lora_b.append(p.detach().abs().max().item())
+            continue
+        key = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        assert torch.equal(p.detach().cpu(), base[key]), key
+        assert not p.requires_grad
+        seen.add(key)
+    assert seen == set(base)
+    assert lora_b and min(lora_b) > 0
+
+
+def test_output_folder_is_self_contained(trained, tiny_llama):
+    import torch
+
+    from pad.models import load_causal_lm, load_tokenizer, read_pad_config
+
+    cfg, result, lines = trained
+    out = result.output_dir
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "pad_config.json"):
+        assert (out / name).is_file(), name
+    record = read_pad_config(out)
+    assert record["base_model"] == str(tiny_llama.resolve())
+    assert record["template"] == cfg.template
+    assert record["principles"] == ["harmless", "humor"]
+    assert record["beta"] == cfg.beta
+    counts = record["data"]["counts"]["jsonl:opposite.jsonl"]
+    assert counts["humor"]["train"] + counts["humor"]["eval"] == 48
+    assert record["data"]["train_pairs"] + record["data"]["eval_pairs"] == 96
+    assert record["train"]["max_steps"] == 16 and record["train"]["steps"] == 16
+    assert record["eval"]["principles"]["humor"]["accuracy"] >= 0.9
+    # No checkpoints were asked for; progress lines were reported.
+    assert not list(out.glob("checkpoint-*"))
+    assert any(line.startswith("data: ") and "held out (by prompt)" in line for line in lines), lines
+
+    # `pad decode --rm DIR` needs nothing else: the adapter loads on its recorded base.
+    reloaded = load_causal_lm(out)
+    tok = load_tokenizer(out)
+    ids = tok("Tell me about the cat number 3.", return_tensors="pt")["input_ids"]
+    result.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, result.model(input_ids=ids).logits, atol=1e-5)
+
+
+def test_cli_train_checkpoints_and_resume(tmp_path, tiny_llama):
+    data = write_jsonl(tmp_path / "d.jsonl", opposite_pairs(8))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"base_model: {tiny_llama}\nsources: [{{kind: jsonl, path: {data}}}]\n"
+                      "max_length: 160\nper_device_train_batch_size: 4\neval_size: 4\nlora_r: 4\n")
+    out = tmp_path / "run"
+    common = ["train", "--config", str(recipe), "--output_dir", str(out), "--save_steps", "2", "--eval_steps", "0"]
+    r = CliRunner().invoke(app, [*common, "--max_steps", "2"])
+    assert r.exit_code == 0, r.output
+    assert "saved the PersRM adapter" in r.output and "held-out harmless: accuracy" in r.output
+    assert (out / "checkpoint-2").is_dir()
+
+    # The same folder again is refused unless resumed (or overwritten).
+    r = CliRunner().invoke(app, [*common, "--max_steps", "3"])
+    assert r.exit_code == 2 and "is not empty; set resume" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, [*common, "--max_steps", "3", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "pad_config.json").read_text())["train"]["steps"] == 3
+
+
+@pytest.mark.parametrize(("recipe", "message"), [
+    ("sources: [{kind: jsonl, path: DATA}]\nbase_model: BASE\nlearing_rate: 1\n", "unknown field 'learing_rate'"),
+    ("sources: [{kind: pku_saferlhf, path: DATA, principles: {harmless: safer_response_id}}]\nbase_model: BASE\n",
+     "d.jsonl: missing column 'response_0'"),
+    ("sources: [{kind: jsonl, path: DATA}]\nbase_model: /no/such/model\n", "model path '/no/such/model' does not exist"),
+    ("base_model: BASE\n", "no data: the recipe lists no sources"),
+    ("sources: [{kind: jsonl, path: DATA}]\nbase_model: BASE\nlora_target_modules: [nope_proj]\n",
+     "cannot set up training on"),
+])
+def test_cli_train_bad_input_is_one_line(tmp_path, tiny_llama, recipe, message):
+    data = write_jsonl(tmp_path / "d.jsonl", opposite_pairs(4))
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe.replace("DATA", str(data)).replace("BASE", str(tiny_llama)))
+    r = CliRunner().invoke(app, ["train", "--config", str(path), "--output_dir", str(tmp_path / "o"),
+                                 "--max_length", "160"])
+    assert r.exit_code == 2, r.output
+    last = r.output.strip().splitlines()[-1]  # progress may come first; the error is one line, last
+    assert last.startswith("error: ") and message in last, r.output
+    assert "Traceback" not in r.output and r.output.count("error: ") == 1, r.output
