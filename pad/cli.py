@@ -92,7 +92,7 @@ def merge(
     dtype: Annotated[str, typer.Option(help="Saved dtype: fp32, bf16, fp16, or auto (bf16 on GPU, fp32 on CPU).")] = "fp32",
     base: Annotated[str | None, typer.Option(help="Base model, when the adapter does not record one.")] = None,
     device: Annotated[str, typer.Option(help="Where to merge and check: cpu, cuda, auto.")] = "cpu",
-    tolerance: Annotated[float | None, typer.Option(help="Largest accepted logit difference (default by dtype: fp32 1e-3).")] = None,
+    tolerance: Annotated[float | None, typer.Option(help="Largest accepted logit difference (default: 1e-5 in fp32, 3e-2 in bf16, 4e-3 in fp16, times the largest |logit|).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
 ):
     """Fold a LoRA adapter into a standalone checkpoint and verify it."""
@@ -185,7 +185,12 @@ def decode(
 ):
     """Reward-guided decoding: the base model proposes top-k tokens, the PersRM re-ranks them per principle.
 
+    With no prompts, runs the demo: a few built-in prompts on the embedded default (SmolLM2-135M-Instruct
+    and the PersRM shipped with pad), vanilla and PAD answers side by side.
+
     Examples:
+
+      pad decode
 
       pad decode --prompt "Tell me about cats" -p concise
 
@@ -223,7 +228,12 @@ def decode(
         rows += rows_from_objects([(f"--prompt {i + 1}", {"prompt": p, "id": f"cli-{i}"}) for i, p in enumerate(prompt)],
                                   base.weight)
     if not rows:
-        raise PadError("no prompts: give --prompts FILE, --prompt TEXT or --dataset helpsteer2")
+        if out is not None or config is not None:
+            raise PadError("no prompts: give --prompts FILE, --prompt TEXT or --dataset helpsteer2")
+        from pad.decode.demo import run_demo
+
+        run_demo(base, principles=principle, max_new_tokens=max_new_tokens, progress=not quiet)
+        return
     if limit is not None:
         rows = rows[:limit]
 

@@ -23,6 +23,7 @@ def reference_decode(
     template: str = DEFAULT_TEMPLATE,
     reference: str = "base",
     base_sees_principles: bool = True,
+    stop_at_eos: bool = True,
 ) -> list[int]:
     """Greedy PAD tokens for one prompt, stopping at end-of-sequence (kept) or `max_new_tokens`."""
     active = [p for p in principles if p.weight != 0]
@@ -45,7 +46,7 @@ def reference_decode(
                 score += p.weight * (torch.log_softmax(z_r[cand], dim=0) - ref_lp)
         token = int(cand[torch.argmax(score)])
         out.append(token)
-        if token == eos:
+        if stop_at_eos and token == eos:
             break
         new = torch.tensor([[token]])
         base_ids = torch.cat([base_ids, new], dim=1)

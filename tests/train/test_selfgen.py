@@ -1,0 +1,27 @@
+from pad.train.selfgen import concise_pairs, first_sentences, hh_single_turn_prompts, humor_pairs
+
+
+def test_first_sentences_keeps_whole_leading_sentences_within_half():
+    text = "Sleep at the same time each day. Avoid screens before bed. Keep the room cool and dark, and quiet."
+    assert first_sentences(text) == "Sleep at the same time each day."  # the second ends past half
+    assert first_sentences("One long sentence without any break at all") is None
+    assert first_sentences("Hi. " + "x" * 100) is None  # the first sentence is too short to stand alone
+
+
+def test_concise_pairs_use_only_answers_that_ended():
+    prompts = ["a?", "b?"]
+    answers = [("First point here. Second point here. Third point, longer than the others.", "eos"),
+               ("First point here. Second point here. Cut off by the limit", "length")]
+    rows = concise_pairs(prompts, answers)
+    assert rows == [{"prompt": "a?", "chosen": "First point here. Second point here.",
+                     "rejected": answers[0][0], "principle": "concise"}]
+
+
+def test_humor_pairs_and_hh_prompts():
+    rows = [{"chosen": "\n\nHuman: Tell me about owls\n\nAssistant: Owls hunt at night."},
+            {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: more\n\nAssistant: ok"},
+            {"chosen": "\n\nHuman: Tell me about owls\n\nAssistant: Again."}]
+    assert list(hh_single_turn_prompts(rows)) == ["Tell me about owls"]
+    out = humor_pairs(["p"], [("plain answer", "eos")], ["A joke."], seed=0)
+    assert out == [{"prompt": "p", "chosen": "Here's a joke for you: A joke.", "rejected": "plain answer",
+                    "principle": "humor"}]
