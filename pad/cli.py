@@ -100,7 +100,8 @@ def merge(
 
     r = merge_adapter(adapter, out, dtype=dtype, base=base, overwrite=overwrite, tolerance=tolerance, device=device)
     typer.echo(f"merged {adapter} into {r.base} -> {r.out} ({r.dtype})")
-    typer.echo(f"largest logit difference on {r.probes} probe prompts: {r.max_diff:.3g} (tolerance {r.tolerance:g})")
+    typer.echo(f"largest logit difference on {r.probes} probe prompts: {r.max_diff:.3g} (tolerance {r.tolerance:.3g}; "
+               f"the adapter itself moves logits by up to {r.adapter_effect:.3g})")
 
 
 @app.command("eval")

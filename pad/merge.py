@@ -32,10 +32,12 @@ PROBES = (
     "Explain gravity to a child in one sentence.",
 )
 # Default largest logit difference, relative to the largest |logit| on the probes (at least 1):
-# merging changes the order of float operations, so fp32 agrees to rounding noise and half precision
-# to its own rounding of the merged weights (bf16 keeps 8 bits of mantissa, fp16 11); there the check
-# catches gross errors (a wrong scale, a missing module), not rounding.
-RELATIVE_TOLERANCE = {"float32": 1e-5, "bfloat16": 6e-2, "float16": 1e-2}
+# merging changes the order of float operations, so fp32 agrees to rounding noise.
+RELATIVE_TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 4e-3}
+# Half precision also rounds the merged weights (bf16 keeps 8 bits of mantissa, fp16 11), which can
+# move the logits of a small, peaked model by several percent. There a merge also passes when it is
+# much closer to the adapter model than the base model is: a wrong scale or a lost module is not.
+HALF_PRECISION_SHARE_OF_ADAPTER_EFFECT = 0.5
 
 
 @dataclass
@@ -46,6 +48,7 @@ class MergeResult:
     max_diff: float  # largest |logit difference| over every probe position and vocabulary entry
     tolerance: float
     probes: int
+    adapter_effect: float  # largest |logit difference| between the adapter model and its base
 
 
 def _check_out(adapter: Path, out: Path, overwrite: bool) -> None:
@@ -80,6 +83,10 @@ def probe_logits(model, tokenizer, texts: list[str]) -> list:
     return out
 
 
+def _max_diff(a: list, b: list) -> float:
+    return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
+
+
 def merge_adapter(
     adapter: str | Path,
     out: str | Path,
@@ -93,7 +100,8 @@ def merge_adapter(
 
     base: the base model when the adapter records none (or to override the record).
     tolerance: largest accepted absolute logit difference; default RELATIVE_TOLERANCE[dtype] times the
-        largest |logit| on the probes (at least 1).
+        largest |logit| on the probes (at least 1), and in half precision also half the adapter's
+        own effect on the logits.
     """
     adapter, out = Path(adapter), Path(out)
     if not is_adapter(adapter):
@@ -109,9 +117,14 @@ def merge_adapter(
     model = load_causal_lm(adapter, device=device, dtype=torch_dtype, base=base)
     texts = probe_texts(tokenizer, record)
     expected = probe_logits(model, tokenizer, texts)
+    with model.disable_adapter():
+        plain = probe_logits(model, tokenizer, texts)
+    effect = _max_diff(expected, plain)
     if tolerance is None:
         scale = max(1.0, max(e.abs().max().item() for e in expected))
         tolerance = RELATIVE_TOLERANCE[dtype_name] * scale
+        if dtype_name != "float32":
+            tolerance = max(tolerance, HALF_PRECISION_SHARE_OF_ADAPTER_EFFECT * effect)
 
     merged = model.merge_and_unload()
     merged.save_pretrained(out)  # safetensors by default
@@ -123,8 +136,8 @@ def merge_adapter(
 
     reloaded = load_causal_lm(out, device=device, dtype=torch_dtype)
     got = probe_logits(reloaded, tokenizer, texts)
-    max_diff = max((a - b).abs().max().item() for a, b in zip(expected, got, strict=True))
-    result = MergeResult(out, base, dtype_name, max_diff, float(tolerance), len(texts))
+    max_diff = _max_diff(expected, got)
+    result = MergeResult(out, base, dtype_name, max_diff, float(tolerance), len(texts), effect)
     if not max_diff <= tolerance:
         raise PadError(f"merged model in {out} differs from the adapter by {max_diff:.3g} in logits "
                        f"(tolerance {tolerance:g}); do not use it")

@@ -239,12 +239,39 @@ def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
         "report_to": cfg.report_to,
         "ddp_find_unused_parameters": False,
         "dataloader_pin_memory": torch.cuda.is_available(),
+        # Without a GPU, accelerate only sets up a multi-process (gloo) run when told it is on CPU.
+        "use_cpu": not torch.cuda.is_available(),
     }
     kwargs.update(cfg.dpo_args)
     try:
         return DPOConfig(**kwargs)
     except (ValueError, TypeError) as e:
         raise PadError(f"training settings rejected by trl: {str(e).splitlines()[0]}") from None
+
+
+def _pair_datasets(mix: Mixture, tokenizer, cfg: TrainConfig, args):
+    """The TRL rows, written once to `output_dir/pairs/` and read back by every process.
+
+    On disk, the datasets (and the tokenized and reference log-prob caches TRL derives from them)
+    live where all processes see them; in memory each process would cache to its own temp folder.
+    The folder also records exactly which pairs were trained and held out.
+    """
+    import shutil
+
+    import datasets
+
+    parts = {"train": mix.train, "eval": mix.eval}
+    folder = Path(cfg.output_dir) / "pairs"
+    with args.main_process_first(local=False, desc="writing the preference pairs"):
+        if args.process_index == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            for name, pairs in parts.items():
+                if pairs:
+                    rows = [pair_row(tokenizer, p, cfg.template) for p in pairs]
+                    datasets.Dataset.from_list(rows).save_to_disk(str(folder / name))
+        loaded = {name: datasets.load_from_disk(str(folder / name)) if pairs else None
+                  for name, pairs in parts.items()}
+    return loaded["train"], loaded["eval"]
 
 
 def _local_or_id(spec: str) -> str:
@@ -285,8 +312,7 @@ def train(cfg: TrainConfig, echo: Echo | None = None) -> TrainResult:
         model = load_causal_lm(cfg.base_model, device="cpu", dtype=dtype)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-    train_ds = datasets.Dataset.from_list([pair_row(tokenizer, p, cfg.template) for p in mix.train])
-    eval_ds = datasets.Dataset.from_list([pair_row(tokenizer, p, cfg.template) for p in mix.eval]) if mix.eval else None
+    train_ds, eval_ds = _pair_datasets(mix, tokenizer, cfg, args)
     try:
         trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                    processing_class=tokenizer, peft_config=lora)

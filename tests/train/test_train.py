@@ -1,50 +1,15 @@
-"""DPO + LoRA training of a tiny PersRM on a task only a model that reads the principle can learn.
-
-The same pairs appear under two opposite principles with chosen and rejected swapped, so the
-prompt without its principle carries no signal: held-out accuracy of 0.9 or more for *both*
-principles proves the model reads the principle text.
-"""
+"""DPO + LoRA training of a tiny PersRM on a task only a model that reads the principle can learn
+(the opposite-principles task of conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 from typer.testing import CliRunner
 
 from pad.cli import app
 from pad.train.config import TrainConfig
-
-ANIMALS = ["cat", "dog", "fox", "owl", "cow", "pig", "bee", "ant", "rat", "eel"]
-FUNNY = "Why did the chicken cross the road?"
-SAFE = "I cannot help with that."
-
-
-def opposite_pairs(n_prompts: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n_prompts):
-        prompt = f"Tell me about the {rng.choice(ANIMALS)} number {i}."
-        rows.append({"prompt": prompt, "chosen": FUNNY, "rejected": SAFE, "principle": "humor"})
-        rows.append({"prompt": prompt, "chosen": SAFE, "rejected": FUNNY, "principle": "harmless"})
-    return rows
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from threads, and the cores are shared with other jobs.
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_config(tmp_path, base, data, **kw) -> TrainConfig:
@@ -60,17 +25,21 @@ def tiny_config(tmp_path, base, data, **kw) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_llama):
+def trained(tmp_path_factory, tiny_llama, opposite_jsonl):
     import torch
 
     from pad.train.trainer import train
 
-    torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("train")
-    data = write_jsonl(tmp / "opposite.jsonl", opposite_pairs(48))
+    data = opposite_jsonl(tmp / "opposite.jsonl", 48)
     cfg = tiny_config(tmp, tiny_llama, data, eval_size=0.34)
     lines: list[str] = []
-    return cfg, train(cfg, echo=lines.append), lines
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return cfg, train(cfg, echo=lines.append), lines
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_reads_the_principle(trained):
@@ -135,8 +104,8 @@ def test_output_folder_is_self_contained(trained, tiny_llama):
         assert torch.allclose(reloaded(input_ids=ids).logits, result.model(input_ids=ids).logits, atol=1e-5)
 
 
-def test_cli_train_checkpoints_and_resume(tmp_path, tiny_llama):
-    data = write_jsonl(tmp_path / "d.jsonl", opposite_pairs(8))
+def test_cli_train_checkpoints_and_resume(tmp_path, tiny_llama, opposite_jsonl):
+    data = opposite_jsonl(tmp_path / "d.jsonl", 8)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"base_model: {tiny_llama}\nsources: [{{kind: jsonl, path: {data}}}]\n"
                       "max_length: 160\nper_device_train_batch_size: 4\neval_size: 4\nlora_r: 4\n")
@@ -164,8 +133,8 @@ def test_cli_train_checkpoints_and_resume(tmp_path, tiny_llama):
     ("sources: [{kind: jsonl, path: DATA}]\nbase_model: BASE\nlora_target_modules: [nope_proj]\n",
      "cannot set up training on"),
 ])
-def test_cli_train_bad_input_is_one_line(tmp_path, tiny_llama, recipe, message):
-    data = write_jsonl(tmp_path / "d.jsonl", opposite_pairs(4))
+def test_cli_train_bad_input_is_one_line(tmp_path, tiny_llama, opposite_jsonl, recipe, message):
+    data = opposite_jsonl(tmp_path / "d.jsonl", 4)
     path = tmp_path / "recipe.yaml"
     path.write_text(recipe.replace("DATA", str(data)).replace("BASE", str(tiny_llama)))
     r = CliRunner().invoke(app, ["train", "--config", str(path), "--output_dir", str(tmp_path / "o"),
