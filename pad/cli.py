@@ -92,7 +92,7 @@ def merge(
     dtype: Annotated[str, typer.Option(help="Saved dtype: fp32, bf16, fp16, or auto (bf16 on GPU, fp32 on CPU).")] = "fp32",
     base: Annotated[str | None, typer.Option(help="Base model, when the adapter does not record one.")] = None,
     device: Annotated[str, typer.Option(help="Where to merge and check: cpu, cuda, auto.")] = "cpu",
-    tolerance: Annotated[float | None, typer.Option(help="Largest accepted logit difference (default: 1e-5 in fp32, 6e-2 in bf16, 1e-2 in fp16, times the largest |logit|).")] = None,
+    tolerance: Annotated[float | None, typer.Option(help="Largest accepted logit difference (default: 1e-5 of the largest |logit| in fp32; see pad/merge.py for half precision).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
 ):
     """Fold a LoRA adapter into a standalone checkpoint and verify it."""
