@@ -281,7 +281,14 @@ def _local_or_id(spec: str) -> str:
 
 def train(cfg: TrainConfig, echo: Echo | None = None) -> TrainResult:
     """Train a PersRM as `cfg` says; returns where it went and its held-out metrics."""
-    echo = echo or (lambda _msg: None)
+    try:
+        return _train(cfg, echo or (lambda _msg: None))
+    except BaseException:
+        end_processes(wait=False)  # a failed run must not hang or abort at exit either
+        raise
+
+
+def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
     if not cfg.sources:
         raise PadError("no data: the recipe lists no sources")
     resume_from = _check_output_dir(cfg)
@@ -348,12 +355,13 @@ def train(cfg: TrainConfig, echo: Echo | None = None) -> TrainResult:
     return result
 
 
-def end_processes() -> None:
+def end_processes(wait: bool = True) -> None:
     """Close the process group, if any: gloo runs can abort at exit when it is left open."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
