@@ -135,10 +135,13 @@ def eval_(
 
       pad eval sweep_*.jsonl -s armo-helpfulness -s armo-harmless --persrm ckpt/ -p harmless --out report/
     """
+    import warnings
+
     from pad.evaluate.config import EvalConfig
     from pad.evaluate.report import results_table, run_eval
 
     quiet_libraries()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes, not the user's concern
     config = EvalConfig(
         runs=[str(r) for r in runs], scorers=list(scorer or []), baseline=baseline, out=str(out),
         batch_size=batch_size, device=device, dtype=dtype, persrm=persrm, principles=list(principle or []),

@@ -218,8 +218,11 @@ class SequenceScorer(Scorer):
     def __init__(self, model: str, kind: str = "classifier", fmt: str = "hh", max_tokens: int | None = None,
                  overflow: str = "skip", device: str = "cpu", dtype=None, trust_remote_code: bool = False,
                  label: str | None = None, config=None):
+        import torch
+
         from pad.models import load_tokenizer
 
+        dtype = dtype or torch.float32  # one spelling of the default, so cache identities agree
         if kind not in ("classifier", "armo"):
             raise ScorerError(f"unknown scorer kind {kind!r}")
         if fmt not in FORMATS:
@@ -347,8 +350,12 @@ class PersRMScorer(Scorer):
     def __init__(self, persrm: str, principle: str, reference: str | None = None, beta: float | None = None,
                  reference_sees_principle: bool = False, device: str = "cpu", dtype=None,
                  template: str | None = None, model=None, reference_model=None):
+        import torch
+
         from pad.models import adapter_base, is_adapter, load_tokenizer, read_pad_config
         from pad.principles import DEFAULT_TEMPLATE, check_template
+
+        dtype = dtype or torch.float32
 
         self.persrm, self.principle = str(persrm), principle
         cfg = read_pad_config(self.persrm) or {}
