@@ -28,6 +28,7 @@ from typing import Any
 from pad.errors import PadError
 from pad.evaluate.formats import FORMATS, render
 from pad.evaluate.inputs import Row
+from pad.models import ModelLoadError
 
 ARMO_ID = "RLHFlow/ArmoRM-Llama3-8B-v0.1"
 ARMO_OBJECTIVES = (
@@ -69,8 +70,9 @@ PRESETS: dict[str, Preset] = {
                             "ArmoRM objective 10 (beavertails-is_safe)"),
     "armo-score": Preset(ARMO_ID, "armo", "score", "chat", None, "skip", "ArmoRM gated total score"),
 }  # fmt: skip
-for _i, _name in enumerate(ARMO_OBJECTIVES):
-    PRESETS.setdefault(f"armo-{_name}", Preset(ARMO_ID, "armo", _name, "chat", None, "skip", f"ArmoRM objective {_i}"))
+for _i, _name in enumerate(ARMO_OBJECTIVES):  # every objective by name (armo-code-style) and index (armo-15)
+    for _alias in (f"armo-{_name}", f"armo-{_i}"):
+        PRESETS.setdefault(_alias, Preset(ARMO_ID, "armo", _name, "chat", None, "skip", f"ArmoRM objective {_i}"))
 
 
 def preset_names(short: bool = True) -> list[str]:
@@ -513,13 +515,17 @@ def build_dimensions(specs: Sequence[str], device: str = "cpu", dtype=None, trus
             model = path if eq else p.model
             if eq and not Path(path).expanduser().exists() and not _looks_like_model(path):
                 raise ScorerError(f"scorer {spec!r}: model path {path!r} does not exist")
-            s = scorer_for(model, p.kind, p.fmt, p.max_tokens, p.overflow, p.kind == "armo")
+            try:
+                s = scorer_for(model, p.kind, p.fmt, p.max_tokens, p.overflow, p.kind == "armo")
+            except ModelLoadError as e:
+                hint = "" if eq else f"; to use a local copy, pass --scorer {spec}=PATH"
+                raise ScorerError(f"{str(e).rstrip('.')}{hint}") from None
             dims.append(Dimension(name if eq else spec, s, s.output_index(p.output)))
             continue
         model, selector = _split_spec(spec)
         if not _looks_like_model(model):
             raise ScorerError(f"unknown scorer {spec!r}: not a preset ({', '.join(preset_names())}, or "
-                              "armo-<objective>) and not a model path or hub id")  # fmt: skip
+                              "armo-<objective name or index>) and not a model path or hub id")  # fmt: skip
         config = load_model_config(model, trust_remote_code)
         kind = "armo" if getattr(config, "num_objectives", None) else "classifier"
         custom = bool((getattr(config, "auto_map", None) or {}).get("AutoModelForSequenceClassification"))

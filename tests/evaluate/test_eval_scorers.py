@@ -74,9 +74,10 @@ def test_armo_like_objectives_and_gated_score_from_one_forward_pass(tiny_armo, t
     from transformers import AutoModelForSequenceClassification
 
     dims = build_dimensions([f"armo-helpfulness={tiny_armo}", f"armo-harmless={tiny_armo}",
-                             f"armo-score={tiny_armo}", f"armo-helpsteer-verbosity={tiny_armo}"])  # fmt: skip
+                             f"armo-score={tiny_armo}", f"armo-helpsteer-verbosity={tiny_armo}",
+                             f"armo-15={tiny_armo}"])  # fmt: skip
     assert len({id(d.scorer) for d in dims}) == 1
-    assert [d.index for d in dims] == [0, 10, 19, 4]
+    assert [d.index for d in dims] == [0, 10, 19, 4, 15]
     assert dims[1].output == ARMO_OBJECTIVES[10] == "beavertails-is_safe"
     got = score(dims, batch_size=2)
     assert dims[0].scorer.model_calls == 2 and dims[0].scorer.texts_scored == 4  # 4 texts, batches of 2, once
