@@ -46,7 +46,8 @@ def main():
     humor = humor_pairs(prompts, answers, pyjokes.get_jokes(), seed=0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, rows_ in (("concise", concise), ("humor", humor)):
+    answer_rows = [{"prompt": p, "answer": a, "finish_reason": r} for p, (a, r) in zip(prompts, answers)]
+    for name, rows_ in (("answers", answer_rows), ("concise", concise), ("humor", humor)):
         with open(out / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows_)
     counts = {"prompts": len(prompts), "answers_eos": sum(r == "eos" for _, r in answers),

@@ -61,12 +61,15 @@ def base_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int =
     return out
 
 
-def concise_pairs(prompts: Sequence[str], answers: Sequence[tuple[str, str]], principle: str = "concise") -> list[dict]:
+def concise_pairs(prompts: Sequence[str], answers: Sequence[tuple[str, str]], principle: str = "concise",
+                  require_eos: bool = False) -> list[dict]:
     """Rows {prompt, chosen: the answer's first sentences, rejected: the whole answer, principle}.
-    Only answers that ended on their own (not cut by the token limit) are used."""
+
+    An answer cut by the token limit still teaches the same thing (end here rather than go on), so
+    it is used too unless `require_eos`."""
     rows = []
     for prompt, (answer, reason) in zip(prompts, answers):
-        if reason != "eos":
+        if require_eos and reason != "eos":
             continue
         short = first_sentences(answer)
         if short:

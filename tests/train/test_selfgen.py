@@ -8,13 +8,19 @@ def test_first_sentences_keeps_whole_leading_sentences_within_half():
     assert first_sentences("Hi. " + "x" * 100) is None  # the first sentence is too short to stand alone
 
 
-def test_concise_pairs_use_only_answers_that_ended():
-    prompts = ["a?", "b?"]
+def test_concise_pairs_prefer_the_answer_stopped_early():
+    prompts = ["a?", "b?", "c?"]
     answers = [("First point here. Second point here. Third point, longer than the others.", "eos"),
-               ("First point here. Second point here. Cut off by the limit", "length")]
+               ("First point here. Second point here. Cut off by the token limit, mid-sentence", "length"),
+               ("No sentence break anywhere in this answer", "eos")]
     rows = concise_pairs(prompts, answers)
-    assert rows == [{"prompt": "a?", "chosen": "First point here. Second point here.",
-                     "rejected": answers[0][0], "principle": "concise"}]
+    assert rows == [
+        {"prompt": "a?", "chosen": "First point here. Second point here.", "rejected": answers[0][0],
+         "principle": "concise"},
+        {"prompt": "b?", "chosen": "First point here. Second point here.", "rejected": answers[1][0],
+         "principle": "concise"},
+    ]
+    assert [r["prompt"] for r in concise_pairs(prompts, answers, require_eos=True)] == ["a?"]
 
 
 def test_humor_pairs_and_hh_prompts():
