@@ -30,14 +30,3 @@ def tiny_armo(tiny_dir, tiny_tokenizer) -> Path:
 
     return save_tiny_armo(tiny_dir / "armo", seed=12, tokenizer=tiny_tokenizer)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine two threads that wait on
-    each other make a 2 ms forward pass take 400 ms; the previous setting is restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
