@@ -120,7 +120,7 @@ def _trainer_class():
             margins_all = []
             try:
                 for name in sorted(set(dataset["principle"])):
-                    subset = dataset.filter(lambda p, n=name: p == n, input_columns="principle")
+                    subset = dataset.filter(lambda p, n=name: p == n, input_columns="principle", keep_in_memory=True)
                     margins = []
                     for batch in self.get_eval_dataloader(subset):
                         margins.append(self.accelerator.gather_for_metrics(self._margins(model, batch)).float().cpu())
