@@ -10,16 +10,6 @@ from typer.testing import CliRunner
 from pad.cli import app
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def merged(tmp_path_factory, tiny_lora):
     out = tmp_path_factory.mktemp("merge") / "merged"

@@ -35,14 +35,3 @@ def opposite_jsonl():
         return path
 
     return write
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from threads, and the cores are shared with other jobs.
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

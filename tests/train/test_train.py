@@ -26,20 +26,13 @@ def tiny_config(tmp_path, base, data, **kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_llama, opposite_jsonl):
-    import torch
-
     from pad.train.trainer import train
 
     tmp = tmp_path_factory.mktemp("train")
     data = opposite_jsonl(tmp / "opposite.jsonl", 48)
     cfg = tiny_config(tmp, tiny_llama, data, eval_size=0.34)
     lines: list[str] = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return cfg, train(cfg, echo=lines.append), lines
-    finally:
-        torch.set_num_threads(threads)
+    return cfg, train(cfg, echo=lines.append), lines
 
 
 def test_reads_the_principle(trained):
