@@ -57,12 +57,12 @@ def bench(name: str, base, tok, rm, new_tokens: int, reps: int, uncached_reps: i
         tok.padding_side = "left"
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
-        def vanilla():
+        def vanilla(enc=enc):
             with torch.inference_mode():
                 base.generate(**enc, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                               pad_token_id=tok.pad_token_id)
 
-        def pad():
+        def pad(prompts=prompts):
             dec.generate([DecodeRequest(p, principles) for p in prompts], settings)
 
         t_v = timed(vanilla, reps)
@@ -73,7 +73,7 @@ def bench(name: str, base, tok, rm, new_tokens: int, reps: int, uncached_reps: i
         rows.append({"models": name, "batch": bs, "method": "pad decode (w=1, k=10)", "seconds": t_p,
                      "tok_s": n / t_p, "x_vanilla": t_p / t_v})
         if bs == 1:
-            def uncached():
+            def uncached(prompts=prompts):
                 reference_decode(base, tok, rm, prompts[0], principles, topk=10, max_new_tokens=new_tokens,
                                  stop_at_eos=False)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from pad.errors import PadError
+from pad.files import json_lines, read_yaml_mapping
 from pad.models import DEFAULT_BASE
 from pad.principles import DEFAULT_TEMPLATE, Principle, check_template
 
@@ -92,17 +92,7 @@ class DecodeConfig:
 
 def load_decode_recipe(path: str | Path) -> DecodeConfig:
     """A YAML recipe whose keys are DecodeConfig fields."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as e:
-        raise PadError(f"{path}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise PadError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise PadError(f"{path}: a recipe is a mapping of field: value")
+    data = read_yaml_mapping(path)
     known = {f.name for f in fields(DecodeConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -124,23 +114,17 @@ def load_run_lines(path: str | Path, base: DecodeConfig) -> list[DecodeConfig]:
     except OSError as e:
         raise PadError(f"{path}: cannot read ({e.strerror})") from None
     runs = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PadError(f"{path}:{n}: not JSON ({e.msg})") from None
+    for where, obj in json_lines(path, text):
         if not isinstance(obj, dict):
-            raise PadError(f"{path}:{n}: a run config is a JSON object")
+            raise PadError(f"{where}: a run config is a JSON object")
         unknown = sorted(set(obj) - set(RUN_KEYS))
         if unknown:
-            raise PadError(f"{path}:{n}: unknown key {unknown[0]!r} (known: {', '.join(RUN_KEYS)})")
+            raise PadError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(RUN_KEYS)})")
         changes = {RUN_KEYS[k]: v for k, v in obj.items() if v is not None}
         try:
             runs.append(replace(base, **changes))
         except PadError as e:
-            raise PadError(f"{path}:{n}: {e}") from None
+            raise PadError(f"{where}: {e}") from None
     if not runs:
         raise PadError(f"{path}: no run configs in the file")
     return runs

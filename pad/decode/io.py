@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pad.errors import PadError
+from pad.files import check_chat_prompt, json_lines, load_json
 from pad.principles import Principle, render_instruction
 
 
@@ -44,20 +45,6 @@ def parse_principle_field(value: Any, default_weight: float, where: str) -> list
     raise PadError(f"{where}: `principle` must be a string, a list of strings or a name: weight mapping")
 
 
-def _check_prompt(prompt: Any, where: str):
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise PadError(f"{where}: `prompt` is empty")
-        return prompt
-    if isinstance(prompt, list) and prompt and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
-    ):
-        if not any(m["role"] == "user" for m in prompt):
-            raise PadError(f"{where}: the conversation in `prompt` has no user turn")
-        return [{"role": m["role"], "content": m["content"]} for m in prompt]
-    raise PadError(f"{where}: `prompt` must be text or a list of {{role, content}} messages")
-
-
 def rows_from_objects(objs: list[tuple[str, Any]], default_weight: float) -> list[PromptRow]:
     """Validate (location, object) pairs into prompt rows; ids default to the position."""
     rows, seen = [], {}
@@ -66,7 +53,9 @@ def rows_from_objects(objs: list[tuple[str, Any]], default_weight: float) -> lis
             raise PadError(f"{where}: each prompt is a JSON object with a `prompt` field")
         if "prompt" not in obj:
             raise PadError(f"{where}: no `prompt` field")
-        prompt = _check_prompt(obj["prompt"], where)
+        prompt = check_chat_prompt(obj["prompt"], where)
+        if isinstance(prompt, str) and not prompt.strip():
+            raise PadError(f"{where}: `prompt` is empty")
         rid = str(obj["id"]) if obj.get("id") is not None else str(i)
         if rid in seen:
             raise PadError(f"{where}: id {rid!r} repeats the id at {seen[rid]}")
@@ -87,19 +76,9 @@ def load_prompts(path: str | Path, default_weight: float = 1.0) -> list[PromptRo
         raise PadError(f"{path}: the file is empty")
     objs: list[tuple[str, Any]] = []
     if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise PadError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        objs = [(f"{path} item {i}", o) for i, o in enumerate(data)]
+        objs = [(f"{path} item {i}", o) for i, o in enumerate(load_json(path, text))]
     else:
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                objs.append((f"{path}:{n}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise PadError(f"{path}:{n}: not JSON ({e.msg})") from None
+        objs = list(json_lines(path, text))
     if not objs:
         raise PadError(f"{path}: no prompts in the file")
     return rows_from_objects(objs, default_weight)
@@ -177,15 +156,7 @@ class RunWriter:
 
 
 def read_run(path: str | Path) -> list[dict]:
-    path = Path(path)
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise PadError(f"{path}:{n}: not JSON ({e.msg})") from None
-    return out
+    return [obj for _, obj in json_lines(path, Path(path).read_text(encoding="utf-8"))]
 
 
 def export_reference(run_path: str | Path, out_path: str | Path) -> int:

@@ -13,7 +13,6 @@ template) and whose response is the generated text only, which is what every sco
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pad.errors import PadError
+from pad.files import check_chat_prompt, json_lines, load_json
 from pad.principles import DEFAULT_TEMPLATE
 
 Prompt = str | list[dict[str, str]]
@@ -109,14 +109,7 @@ def _load_jsonl(path: Path, text: str) -> Run:
     principle_sets: set[tuple] = set()
     run_names: set[str] = set()
     settings: dict = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RunFileError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
+    for where, obj in json_lines(path, text, RunFileError):
         if not isinstance(obj, dict):
             raise RunFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         for key in ("id", "prompt"):
@@ -126,7 +119,7 @@ def _load_jsonl(path: Path, text: str) -> Run:
         if rid in seen:
             raise RunFileError(f"{where}: duplicate id {rid!r}")
         seen.add(rid)
-        prompt = _check_prompt(obj["prompt"], where)
+        prompt = check_chat_prompt(obj["prompt"], where, RunFileError)
         skipped = obj.get("finish_reason") == "skipped"
         response = obj.get("response")
         if response is None and not skipped:
@@ -161,23 +154,8 @@ def _load_jsonl(path: Path, text: str) -> Run:
     return Run(name, path, rows, names, w, settings)
 
 
-def _check_prompt(prompt, where: str) -> Prompt:
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and prompt and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
-    ):
-        if not any(m["role"] == "user" for m in prompt):
-            raise RunFileError(f"{where}: 'prompt' conversation has no user turn")
-        return [{"role": m["role"], "content": m["content"]} for m in prompt]
-    raise RunFileError(f"{where}: 'prompt' must be a string or a list of {{role, content}} messages")
-
-
 def _load_reference(path: Path, text: str, template: str) -> Run:
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RunFileError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+    items = load_json(path, text, RunFileError)
     if not isinstance(items, list) or not items:
         raise RunFileError(f"{path}: expected a non-empty JSON list of {{prompt, response, method}} objects")
     rows: list[Row] = []

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pad.errors import PadError
+from pad.files import read_yaml_mapping
 from pad.models import DEFAULT_BASE
 from pad.principles import DEFAULT_TEMPLATE, check_template
 from pad.train.pairs import SourceConfig
@@ -206,20 +207,11 @@ def parse_value(text: str):
 
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A recipe (YAML of TrainConfig fields), then `overrides` on top; unknown keys name the file."""
-    import yaml
-
     data: dict[str, Any] = {}
     where = "command line"
     if path is not None:
         where = str(path)
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as e:
-            raise PadError(f"{path}: cannot read ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            raise PadError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise PadError(f"{path}: a recipe is a mapping of field: value")
+        data = read_yaml_mapping(path)
         _check_keys(data, TrainConfig, where)
     if overrides:
         _check_keys(overrides, TrainConfig, "command line")

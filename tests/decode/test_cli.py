@@ -115,7 +115,7 @@ def test_yaml_recipe(tmp_path, tiny_llama, prompts_file):
 @pytest.mark.parametrize("content,args,message", [
     (None, [], "does not exist"),
     ("", [], "the file is empty"),
-    ('{"prompt": "ok"}\nnot json\n', [], "prompts.jsonl:2: not JSON"),
+    ('{"prompt": "ok"}\nnot json\n', [], "prompts.jsonl:2: not valid JSON"),
     ('{"id": 1, "text": "no prompt here"}\n', [], "prompts.jsonl:1: no `prompt` field"),
     ('{"prompt": "a", "principle": "harmless=lots"}\n', [], "weight 'lots' is not a number"),
     ('{"prompt": "a"}\n', ["-p", "harmless=x"], "weight 'x' is not a number"),
