@@ -107,7 +107,7 @@ def main():
         v = next(x for x in results if x["principle"] == r["principle"] and x["w"] == 0)
         r["length_ratio"] = r["tokens"] / v["tokens"]
         r["ppl_ratio"] = r["ppl"] / v["ppl"]
-    acc = (read_pad_config(rm_spec) or {}).get("eval", {})
+    acc = (read_pad_config(rm_spec) or {}).get("eval", {}).get("principles", {})
 
     lines = [f"Held-out prompts: {Path(args.prompts).name} ({len(rows)}); base {DEFAULT_BASE}; PersRM {rm_spec}; "
              f"greedy, k = 10, up to {args.max_new_tokens} new tokens.", "",
@@ -118,7 +118,8 @@ def main():
                      f"{r['length_ratio']:.2f} | {r['ppl']:.2f} | {r['ppl_ratio']:.2f} | {r['eos_share']:.0%} | "
                      f"{r['persrm_reward']:+.3f} |")
     lines += ["", "Shipped PersRM, held-out preference accuracy (pairs held out by prompt):", ""]
-    lines += [f"- {k}: {v}" for k, v in acc.items()] if acc else ["- (no eval recorded in pad_config.json)"]
+    lines += [f"- {k}: {v['accuracy']:.3f} ({v['n']} pairs, mean reward margin {v['margin']:+.3f})"
+              for k, v in acc.items()] if acc else ["- (no eval recorded in pad_config.json)"]
     table = "\n".join(lines)
     (out / "quality.md").write_text(table + "\n")
     (out / "quality.json").write_text(json.dumps({"runs": results, "persrm_eval": acc}, indent=1))
