@@ -346,6 +346,7 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
     seconds = time.perf_counter() - t0
     if main:
         tokenizer.save_pretrained(cfg.output_dir)
+        record_base_in_adapter(Path(cfg.output_dir), _local_or_id(cfg.base_model))
         write_pad_config(cfg, mix, summary, trainer.state.global_step, seconds, args.world_size)
     trainer.accelerator.wait_for_everyone()
     result = TrainResult(Path(cfg.output_dir), summary, trainer.state.global_step, seconds,
@@ -353,6 +354,16 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
     del trainer
     end_processes()
     return result
+
+
+def record_base_in_adapter(folder: Path, base: str) -> None:
+    """PEFT records the folder the base was loaded from; offline that is pad's cache (the converted
+    GGUF), which a user's machine lacks. Record the base as the recipe named it."""
+    path = folder / "adapter_config.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+        data["base_model_name_or_path"] = base
+        path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def end_processes(wait: bool = True) -> None:

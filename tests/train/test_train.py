@@ -76,6 +76,7 @@ def test_output_folder_is_self_contained(trained, tiny_llama):
         assert (out / name).is_file(), name
     record = read_pad_config(out)
     assert record["base_model"] == str(tiny_llama.resolve())
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == record["base_model"]
     assert record["template"] == cfg.template
     assert record["principles"] == ["harmless", "humor"]
     assert record["beta"] == cfg.beta
@@ -136,3 +137,12 @@ def test_cli_train_bad_input_is_one_line(tmp_path, tiny_llama, opposite_jsonl, r
     last = r.output.strip().splitlines()[-1]  # progress may come first; the error is one line, last
     assert last.startswith("error: ") and message in last, r.output
     assert "Traceback" not in r.output and r.output.count("error: ") == 1, r.output
+
+
+def test_adapter_records_the_hub_id_not_the_offline_cache(tmp_path):
+    from pad.train.trainer import record_base_in_adapter
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/root/.cache/pad/x", "r": 8}))
+    record_base_in_adapter(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    data = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert data == {"base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct", "r": 8}
