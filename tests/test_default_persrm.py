@@ -71,7 +71,7 @@ def test_demo_runs_with_no_arguments():
 
 @pytest.mark.slow
 @smollm2
-def test_any_gguf_file_loads_as_llm(tmp_path, monkeypatch):
+def test_any_gguf_file_loads_as_llm():
     """A .gguf path loads directly (dequantised), with the same weights as the converted default."""
     import torch
 
