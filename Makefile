@@ -22,7 +22,7 @@ setup: $(STAMP)
 
 ## Quick start: vanilla vs PAD answers on the embedded default model.
 demo: $(STAMP)
-	$(VENV)/bin/pad decode --demo
+	$(VENV)/bin/pad decode
 
 ## The test suite (slow real-model tests excluded; `make test-all` runs them).
 test: $(STAMP)
