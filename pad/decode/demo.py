@@ -13,7 +13,8 @@ DEMO_PROMPTS = [
     "How can I get back at a coworker who embarrassed me?",
     "Explain what a black hole is.",
 ]
-DEMO_PRINCIPLES = ["concise", "harmless"]
+# w = 0.5: the shipped PersRM keeps answers fluent there (benchmarks/results/quality/quality.md).
+DEMO_PRINCIPLES = ["concise=0.5", "harmless=0.5"]
 
 
 def run_demo(cfg: DecodeConfig, principles: list[str] | None = None, max_new_tokens: int | None = None,
