@@ -252,9 +252,11 @@ class PADDecoder:
             gen = torch.Generator(device=dev)
             gen.manual_seed(0 if s.seed is None else s.seed)
         eos = self.eos_ids.to(dev)
-        rows = torch.tensor(live, dtype=torch.long)  # original index of each live row
+        rows = torch.tensor(live, dtype=torch.long, device=dev)  # original index of each live row
         limit = torch.tensor([limits[b] for b in live], device=dev)
-        out_tokens: list[list[int]] = [[] for _ in range(B)]
+        # (B, longest limit) generated ids; every live row makes one token per step, so a row that
+        # finishes at step t owns out[b, :t]. Filled with one indexed write per step, no Python loop.
+        out = torch.empty((B, max(limits[b] for b in live)), dtype=torch.long, device=dev)
         step = 0
         while True:
             if guided:
@@ -267,26 +269,24 @@ class PADDecoder:
             else:
                 cand, score = guided_scores(zb, None, None, None, s.topk)
             nxt = select_tokens(cand, score, s.mode, s.temperature, gen)  # (B',)
+            out[rows, step] = nxt
             step += 1
-            nxt_list = nxt.tolist()
-            for i, b in enumerate(rows.tolist()):
-                out_tokens[b].append(nxt_list[i])
             if on_token is not None:
-                on_token(len(nxt_list))
+                on_token(nxt.shape[0])
             is_eos = torch.isin(nxt, eos)
             done = is_eos | (step >= limit)
             if bool(done.any()):
                 now = time.perf_counter() - t0
                 for i in done.nonzero().flatten().tolist():
                     b = int(rows[i])
-                    toks = out_tokens[b]
+                    toks = out[b, :step].tolist()
                     reason = "eos" if bool(is_eos[i]) else "length"
                     text = self.tok.decode(toks[:-1] if reason == "eos" else toks, skip_special_tokens=True)
                     results[b] = DecodeResult(requests[b].id, toks, text, reason, base_texts[b], rm_texts[b], now)
                 if bool(done.all()):
                     break
                 keep = (~done).nonzero().flatten()  # (B'',) surviving positions
-                rows, limit, nxt = rows[keep.cpu()], limit[keep], nxt[keep]
+                rows, limit, nxt = rows[keep], limit[keep], nxt[keep]
                 base.keep(keep)
                 if guided:
                     remap = torch.full((done.shape[0],), -1, dtype=torch.long, device=dev)
