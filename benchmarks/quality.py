@@ -27,6 +27,8 @@ DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "koa
 
 def base_perplexity(model, tok, records, batch_size: int = 8) -> float:
     """exp(-sum log p / sum tokens) of the answers under the base model, given the plain prompt."""
+    import torch
+
     from pad.evaluate.scorers import response_logprob
     from pad.principles import principle_prompt
 
@@ -36,8 +38,6 @@ def base_perplexity(model, tok, records, batch_size: int = 8) -> float:
         chunk = items[i:i + batch_size]
         prompts = [tok(principle_prompt(tok, r["prompt"], None), add_special_tokens=False)["input_ids"] for r in chunk]
         answers = [tok(r["response"], add_special_tokens=False)["input_ids"] for r in chunk]
-        import torch
-
         with torch.inference_mode():
             total_lp += sum(response_logprob(model, prompts, answers, tok.pad_token_id))
         total_n += sum(map(len, answers))

