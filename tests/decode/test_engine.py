@@ -74,9 +74,18 @@ def test_reference_policy_and_base_prompt_options(reference, base_sees, llama_pa
                                                base_sees_principles=base_sees)
 
 
-def test_batched_equals_one_by_one_with_mixed_principles(llama_pair):
+@pytest.mark.parametrize("eos_boost", [0.0, 2.0])
+def test_batched_equals_one_by_one_with_mixed_principles(eos_boost, llama_pair):
+    """With eos_boost, rows end at different steps, so the batch sheds finished rows (and their PersRM
+    streams) from both caches while the others go on."""
     base, tok, rm = llama_pair
     dec = PADDecoder(base, tok, rm)
+
+    def boost(module, args, output):
+        output[..., tok.eos_token_id] += eos_boost
+        return output
+
+    handle = base.lm_head.register_forward_hook(boost)
     reqs = [
         DecodeRequest(PROMPTS[0], [Principle("harmless", 1.0)]),
         DecodeRequest(PROMPTS[1], [Principle("humor", 1.5), Principle("concise", 0.5)]),
@@ -84,9 +93,15 @@ def test_batched_equals_one_by_one_with_mixed_principles(llama_pair):
         DecodeRequest(PROMPTS[3], [Principle("expert", 1.0)]),
     ]
     s = SamplingSettings(max_new_tokens=N)
-    batched = dec.generate(reqs, s)
-    single = [dec.generate([r], s)[0] for r in reqs]
+    try:
+        batched = dec.generate(reqs, s)
+        single = [dec.generate([r], s)[0] for r in reqs]
+    finally:
+        handle.remove()
     assert [r.token_ids for r in batched] == [r.token_ids for r in single]
+    if eos_boost:
+        lengths = [len(r.token_ids) for r in batched]
+        assert len(set(lengths)) >= 3 and max(lengths) > min(lengths) + 10, lengths
     assert [r.model_input for r in batched] == [r.model_input for r in single]
     assert len(batched[1].persrm_inputs) == 2 and batched[2].persrm_inputs == []
 
