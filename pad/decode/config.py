@@ -42,8 +42,9 @@ class DecodeConfig:
     """Principle prompt template with {principles} and {prompt} (method.md section 1)."""
     reference: str = "base"
     """What r is measured against: 'base' (the reference code) or 'persrm' (the PersRM without principles)."""
-    base_sees_principles: bool = True
-    """Whether the base model reads the principle prompt too (the reference: yes)."""
+    base_sees_principles: bool | None = None
+    """Whether the base model reads the principle prompt too. None: what the PersRM's pad_config.json
+    recommends (`decode.base_sees_principles`), else yes (the reference)."""
     device: str = "auto"
     """Device of the base model: auto, cpu, cuda, cuda:1, ..."""
     rm_device: str | None = None

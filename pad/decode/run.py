@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pad.decode.config import DecodeConfig
@@ -35,15 +35,25 @@ class Models:
     """The loaded base model, PersRM and tokenizers, shared by every run of one invocation."""
 
     def __init__(self, cfg: DecodeConfig, need_rm: bool):
-        from pad.models import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+        from pad.models import load_causal_lm, load_tokenizer, read_pad_config, resolve_device, resolve_dtype
 
         device = resolve_device(cfg.device)
         self.base = load_causal_lm(cfg.llm, device, resolve_dtype(cfg.dtype, device))
         self.tok = load_tokenizer(cfg.llm)
         self.rm = self.rm_tok = None
         self.rm_spec = None
+        spec = cfg.rm
+        if spec is None:
+            try:
+                spec = default_persrm(cfg.llm)
+            except PadError:
+                if need_rm:
+                    raise
+        # The reference shows the base the principles too, unless the PersRM's pad_config.json advises
+        # otherwise; read even when no principle weighs anything, so that w = 0 equals vanilla decoding.
+        hint = ((read_pad_config(spec) or {}).get("decode") or {}).get("base_sees_principles") if spec else None
+        self.base_sees_principles = hint if isinstance(hint, bool) else True
         if need_rm:
-            spec = cfg.rm or default_persrm(cfg.llm)
             rm_device = resolve_device(cfg.rm_device or cfg.device)
             self.rm = load_causal_lm(spec, rm_device, resolve_dtype(cfg.rm_dtype or cfg.dtype, rm_device))
             self.rm_tok = load_tokenizer(spec)
@@ -100,6 +110,8 @@ def decode_run(
     """Decode `rows` under `cfg`, appending each finished batch to `out` (JSONL) if given."""
     from tqdm.auto import tqdm
 
+    if cfg.base_sees_principles is None:
+        cfg = replace(cfg, base_sees_principles=models.base_sees_principles)
     writer = RunWriter(out, resume=resume, overwrite=overwrite) if out is not None else None
     summary = RunSummary(Path(out) if out is not None else None)
     todo = rows

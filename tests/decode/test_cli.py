@@ -153,3 +153,20 @@ def test_prompt_formats(tmp_path, shared_data):
 def test_helpsteer2_selection():
     rows = [{"prompt": p} for p in ["short a", "short a", "x" * 101, "x" * 101, "short b", "short b", "c", "c"]]
     assert [r.prompt for r in helpsteer2_prompts(rows)] == ["short a", "short b", "c"]
+
+
+def test_persrm_can_advise_hiding_principles_from_the_base(tmp_path, tiny_llama, tiny_persrm, prompts_file):
+    """A PersRM whose pad_config.json says decode.base_sees_principles: false keeps the principle prompt away
+    from the base unless the command line says otherwise."""
+    import shutil
+
+    rm = tmp_path / "rm"
+    shutil.copytree(tiny_persrm, rm)
+    (rm / "pad_config.json").write_text(json.dumps({"kind": "merged", "decode": {"base_sees_principles": False}}))
+    common = ["--llm", tiny_llama, "--rm", rm, "--prompts", prompts_file, "--limit", 2, "-p", "humor",
+              "--max-new-tokens", 2, "-q"]
+    assert _run(*common, "--out", tmp_path / "advised.jsonl").exit_code == 0
+    assert _run(*common, "--base-principles", "--out", tmp_path / "told.jsonl").exit_code == 0
+    advised, told = _lines(tmp_path / "advised.jsonl")[0], _lines(tmp_path / "told.jsonl")[0]
+    assert advised["settings"]["base_sees_principles"] is False
+    assert told["settings"]["base_sees_principles"] is True
