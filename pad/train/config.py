@@ -17,7 +17,7 @@ from pad.principles import DEFAULT_TEMPLATE, check_template
 from pad.train.pairs import SourceConfig
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down",
-              "sigmoid_norm")
+              "sigmoid_norm", "sft")
 DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
 
 
@@ -49,11 +49,20 @@ class TrainConfig:
     """Dropout on the LoRA input."""
     lora_target_modules: list[str] | str = "all-linear"
     """Modules that get a LoRA: a list of names (q_proj, v_proj, ...) or 'all-linear'."""
+    init_adapter: str | None = None
+    """Continue training this LoRA adapter (a folder `pad train` wrote) instead of a fresh one: a second
+    stage. TRL then measures the DPO reference against a frozen copy of it; the lora_* settings are its own."""
+    eval_only: bool = False
+    """Train nothing: measure init_adapter's held-out accuracy (against the base) and write it to output_dir."""
     # -- DPO
     beta: float = 0.1
     """DPO temperature: the implicit reward is beta * (log pi - log pi_ref)."""
-    loss_type: str = "sigmoid"
-    """DPO loss variant (TRL loss_type): sigmoid is the original DPO loss."""
+    loss_type: str | list[str] = "sigmoid"
+    """DPO loss variant (TRL loss_type): sigmoid is the original DPO loss. A list adds losses up, e.g.
+    [sigmoid, sft]: DPO plus the chosen answers' negative log-likelihood (RPO), which keeps the PersRM's own
+    generation on the chosen side instead of only pushing the rejected answers down."""
+    loss_weights: list[float] | None = None
+    """Weight of each loss in a loss_type list (default: 1 each)."""
     precompute_ref_log_probs: bool = True
     """Compute the reference log-probs once before training instead of in every step."""
     # -- optimisation
@@ -96,6 +105,10 @@ class TrainConfig:
     """Continue from the newest checkpoint in output_dir (true) or from this checkpoint folder."""
     overwrite: bool = False
     """Allow an output_dir that already holds a finished or started run."""
+    decode_base_sees_principles: bool | None = None
+    """Recorded in pad_config.json for `pad decode`: whether the base model should read the principle prompt
+    too when this PersRM guides it (None: no advice, decode follows the reference and shows it). Small bases
+    such as SmolLM2-135M answer the template itself ("The instructions are to..."), so their recipes say false."""
     report_to: list[str] | str = "none"
     """Experiment trackers (transformers names: tensorboard, wandb, ...) or none."""
     dpo_args: dict[str, Any] = field(default_factory=dict)
@@ -123,15 +136,26 @@ class TrainConfig:
         _require(self, "lora_dropout", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
         _require(self, "warmup_ratio", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
         _require(self, "seed", _is_int, "a whole number")
-        _require(self, "loss_type", lambda v: v in LOSS_TYPES, f"one of {', '.join(LOSS_TYPES)}")
+        _require(self, "loss_type", lambda v: v in LOSS_TYPES or (isinstance(v, list) and v and all(x in LOSS_TYPES for x in v)),
+                 f"one of {', '.join(LOSS_TYPES)}, or a list of them")
+        _require(self, "loss_weights", lambda v: v is None or (isinstance(v, list) and len(v) == len(self.loss_types)
+                                                              and all(_is_num(x) and x >= 0 for x in v)),
+                 "null or one number >= 0 per loss_type")
         _require(self, "dtype", lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}")
         _require(self, "lora_target_modules",
                  lambda v: (isinstance(v, str) and v) or (isinstance(v, list) and v and all(isinstance(m, str) for m in v)),
                  "'all-linear' or a list of module names")
         _require(self, "resume", lambda v: isinstance(v, bool) or (isinstance(v, str) and v), "true, false or a folder")
+        _require(self, "decode_base_sees_principles", lambda v: v is None or isinstance(v, bool), "true, false or null")
+        if self.eval_only and not self.init_adapter:
+            raise PadError("eval_only needs init_adapter: the adapter folder to measure")
         _require(self, "dpo_args", lambda v: isinstance(v, dict), "a mapping of trl.DPOConfig fields")
         if not self.output_dir or not isinstance(self.output_dir, str):
             raise PadError(f"output_dir must be a folder, got {self.output_dir!r}")
+
+    @property
+    def loss_types(self) -> list[str]:
+        return [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
 
     @property
     def prompt_budget(self) -> int:

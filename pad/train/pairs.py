@@ -61,6 +61,9 @@ class SourceConfig:
     """principle: the label that teaches it; "-label" prefers the other response. jsonl: empty keeps all."""
     limit: int | None = None
     """Keep at most this many pairs from this source (in file order, after skipping)."""
+    train_limit: int | None = None
+    """After the held-out split, train on at most this many of this source's pairs (a seeded random sample).
+    Rebalances a mixture, e.g. for a second stage, without moving any pair across the split."""
     split: str = "train"
     """Dataset split (hub ids and folders); a single file is read whole."""
     data_dir: str | None = None
@@ -93,6 +96,9 @@ class SourceConfig:
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
                                        or self.limit < 1):
             raise PadError(f"source {self.label}: limit must be a whole number >= 1, got {self.limit!r}")
+        if self.train_limit is not None and (isinstance(self.train_limit, bool) or not isinstance(self.train_limit, int)
+                                             or self.train_limit < 1):
+            raise PadError(f"source {self.label}: train_limit must be a whole number >= 1, got {self.train_limit!r}")
 
     @property
     def label(self) -> str:
@@ -410,11 +416,26 @@ def build_mixture(sources: Sequence[SourceConfig], eval_size: float = 0.1, seed:
             raise PadError(f"two sources are named {src.label!r}; give one a distinct `name`")
         counts[src.label] = per
     train, held = split_by_prompt(kept, eval_size, seed)
+    train = limit_training(train, sources, seed)
     mix = Mixture(train, held, counts)
     for part, name in ((train, "train"), (held, "eval")):
         for pair in part:
             mix.count(pair, name)
     return mix
+
+
+def limit_training(train: list[Pair], sources: Sequence[SourceConfig], seed: int) -> list[Pair]:
+    """Each source's `train_limit`: a seeded random sample of its training pairs, the rest in place."""
+    limits = {s.label: s.train_limit for s in sources if s.train_limit is not None}
+    if not limits:
+        return train
+    rng = random.Random(seed)
+    keep: set[int] = set()
+    for label in sorted({p.source for p in train}):  # sorted: set order changes between runs
+        idx = [i for i, p in enumerate(train) if p.source == label]
+        n = limits.get(label)
+        keep.update(idx if n is None or n >= len(idx) else rng.sample(idx, n))
+    return [p for i, p in enumerate(train) if i in keep]
 
 
 def split_by_prompt(pairs: Sequence[Pair], eval_size: float, seed: int) -> tuple[list[Pair], list[Pair]]:

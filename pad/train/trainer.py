@@ -212,7 +212,8 @@ def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
     kwargs = {
         "output_dir": cfg.output_dir,
         "beta": cfg.beta,
-        "loss_type": [cfg.loss_type],
+        "loss_type": cfg.loss_types,
+        "loss_weights": cfg.loss_weights,
         "max_length": cfg.max_length,
         "precompute_ref_log_probs": cfg.precompute_ref_log_probs,
         "learning_rate": cfg.learning_rate,
@@ -313,12 +314,21 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
     if main:
         echo(_mixture_report(mix))
     if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3:
+        if cfg.init_adapter:
+            raise PadError("init_adapter is not supported with ZeRO-3; run the second stage without it")
         model = _local_or_id(cfg.base_model)  # TRL loads it inside ZeRO-3's partitioned init
         args.model_init_kwargs = {"dtype": str(dtype).removeprefix("torch.")}
     else:
         model = load_causal_lm(cfg.base_model, device="cpu", dtype=dtype)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    if cfg.init_adapter:
+        from peft import PeftModel
+
+        if not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
+            raise PadError(f"init_adapter {cfg.init_adapter!r} is not a LoRA adapter folder (no adapter_config.json)")
+        model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
+        lora = None
     train_ds, eval_ds = _pair_datasets(mix, tokenizer, cfg, args)
     try:
         trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -335,9 +345,16 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
         echo(f"training {cfg.base_model} on {device} ({str(dtype).removeprefix('torch.')}), "
              f"{args.world_size} process(es): LoRA r={cfg.lora_r} on {cfg.lora_target_modules}, "
              f"{trainable:,} of {total:,} parameters trainable")
-    trainer.train(resume_from_checkpoint=resume_from or None)
+    if not cfg.eval_only:
+        trainer.train(resume_from_checkpoint=resume_from or None)
 
     summary: dict[str, Any] = {}
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    if "ref" in getattr(unwrapped, "peft_config", {}):
+        # A second stage trained against a frozen copy of its starting adapter ("ref"); the PersRM's reward,
+        # as pad decode and pad eval use it, is measured against the base model: drop the copy, re-evaluate.
+        unwrapped.delete_adapter("ref")
+        trainer.last_eval_step = None
     if eval_ds is not None:
         if getattr(trainer, "last_eval_step", None) != trainer.state.global_step:
             trainer.evaluate()
@@ -397,6 +414,8 @@ def write_pad_config(cfg: TrainConfig, mix: Mixture, summary: dict, steps: int, 
         "template": cfg.template,
         "principles": mix.principles,
         "beta": cfg.beta,  # of the implicit reward beta * (log pi - log pi_ref)
+        "decode": ({} if cfg.decode_base_sees_principles is None
+                   else {"base_sees_principles": cfg.decode_base_sees_principles}),
         "data": {
             "sources": [asdict(s) for s in cfg.sources],
             "counts": mix.counts,

@@ -55,6 +55,9 @@ def test_command_line_overrides_win(tmp_path):
     ("template: 'no placeholders'\n", r"lacks \{principles\} and \{prompt\}"),
     ("max_prompt_length: 600\nmax_length: 512\n", r"max_prompt_length must be None or 1..511, got 600"),
     ("- a list\n", r"a recipe is a mapping"),
+    ("loss_type: [sigmoid, sfd]\n", r"loss_type must be one of .*, or a list of them, got \['sigmoid', 'sfd'\]"),
+    ("loss_type: [sigmoid, sft]\nloss_weights: [1.0]\n", r"loss_weights must be null or one number >= 0 per loss_type"),
+    ("decode_base_sees_principles: maybe\n", r"decode_base_sees_principles must be true, false or null"),
 ])
 def test_bad_recipes_name_file_and_field(tmp_path, text, message):
     with pytest.raises(PadError, match=message):
@@ -73,3 +76,15 @@ def test_bad_overrides():
 def test_defaults_are_valid():
     cfg = TrainConfig()
     assert cfg.prompt_budget == 384 and cfg.sources == []
+
+
+def test_loss_list_reaches_trl(tmp_path):
+    """[sigmoid, sft] (DPO plus the chosen answers' NLL) goes to trl.DPOConfig as its loss list and weights."""
+    import torch
+
+    from pad.train.trainer import _dpo_config
+
+    cfg = load_train_config(write(tmp_path, "loss_type: [sigmoid, sft]\nloss_weights: [1.0, 0.5]\n"
+                                            f"output_dir: {tmp_path / 'out'}\n"))
+    args = _dpo_config(cfg, torch.float32, has_eval=False)
+    assert (list(args.loss_type), list(args.loss_weights)) == (["sigmoid", "sft"], [1.0, 0.5])

@@ -165,6 +165,27 @@ def test_mixture_limit_dedup_across_sources_and_counts():
     assert mix.counts["jsonl:b.jsonl"]["humor"] == {"pairs": 2, "duplicate": 4, "train": 2}
 
 
+def test_train_limit_samples_training_pairs_and_keeps_the_held_out_split():
+    rows_a = [{"prompt": f"a{i}", "chosen": "x", "rejected": "y", "principle": "humor"} for i in range(40)]
+    rows_b = [{"prompt": f"b{i}", "chosen": "x", "rejected": "y", "principle": "concise"} for i in range(20)]
+    full = build_mixture([SourceConfig(kind="jsonl", path="a.jsonl"), SourceConfig(kind="jsonl", path="b.jsonl")],
+                         eval_size=12, seed=5, rows=[rows_a, rows_b])
+    limited = build_mixture([SourceConfig(kind="jsonl", path="a.jsonl", train_limit=10),
+                             SourceConfig(kind="jsonl", path="b.jsonl")], eval_size=12, seed=5, rows=[rows_a, rows_b])
+    assert limited.eval == full.eval  # the same held-out pairs: a second stage stays comparable
+    a_full = [p for p in full.train if p.source == "jsonl:a.jsonl"]
+    a_kept = [p for p in limited.train if p.source == "jsonl:a.jsonl"]
+    assert len(a_kept) == 10 and {p.prompt for p in a_kept} <= {p.prompt for p in a_full}
+    assert [p for p in limited.train if p.source == "jsonl:b.jsonl"] == [p for p in full.train
+                                                                         if p.source == "jsonl:b.jsonl"]
+    assert limited.counts["jsonl:a.jsonl"]["humor"]["train"] == 10
+    again = build_mixture([SourceConfig(kind="jsonl", path="a.jsonl", train_limit=10),
+                           SourceConfig(kind="jsonl", path="b.jsonl")], eval_size=12, seed=5, rows=[rows_a, rows_b])
+    assert again.train == limited.train  # seeded
+    with pytest.raises(PadError, match="train_limit must be a whole number >= 1, got 0"):
+        SourceConfig(kind="jsonl", path="a.jsonl", train_limit=0)
+
+
 def test_eval_split_is_held_out_by_prompt():
     pairs = [Pair(f"prompt {i % 25}", f"c{i}", f"r{i}", p, "s") for i in range(100) for p in ("x", "y")]
     train, held = split_by_prompt(pairs, 0.2, seed=3)

@@ -146,3 +146,37 @@ def test_adapter_records_the_hub_id_not_the_offline_cache(tmp_path):
     record_base_in_adapter(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct")
     data = json.loads((tmp_path / "adapter_config.json").read_text())
     assert data == {"base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct", "r": 8}
+
+
+def test_second_stage_continues_the_adapter(trained, tmp_path, tiny_llama, opposite_jsonl):
+    """init_adapter: the stage-1 LoRA is trained further (here with DPO + the chosen NLL), not replaced."""
+    import torch
+    from safetensors.torch import load_file
+
+    from pad.models import read_pad_config
+    from pad.train.trainer import train
+
+    cfg1, result1, _ = trained
+    cfg2 = tiny_config(tmp_path, tiny_llama, cfg1.sources[0].path, eval_size=cfg1.eval_size, max_steps=3,
+                       eval_steps=0, init_adapter=str(result1.output_dir), loss_type=["sigmoid", "sft"])
+    result2 = train(cfg2, echo=lambda _: None)
+    before = load_file(result1.output_dir / "adapter_model.safetensors")
+    after = load_file(result2.output_dir / "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    moved = max((after[k] - before[k]).abs().max().item() for k in before)
+    size = max(before[k].abs().max().item() for k in before)
+    assert 0 < moved < size  # continued from stage 1, not a fresh LoRA (B would start at zero)
+    record = read_pad_config(result2.output_dir)
+    assert record["train"]["init_adapter"] == str(result1.output_dir)
+    assert record["train"]["loss_type"] == ["sigmoid", "sft"]
+    assert record["eval"]["principles"]["humor"]["accuracy"] >= 0.9  # the same held-out pairs as stage 1
+    assert torch.isfinite(torch.tensor(record["eval"]["principles"]["humor"]["margin"]))
+
+
+def test_init_adapter_must_be_an_adapter(tmp_path, tiny_llama, opposite_jsonl):
+    data = opposite_jsonl(tmp_path / "d.jsonl", 4)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"sources: [{{kind: jsonl, path: {data}}}]\nbase_model: {tiny_llama}\ninit_adapter: {tmp_path}\n")
+    r = CliRunner().invoke(app, ["train", "--config", str(path), "--output_dir", str(tmp_path / "o"),
+                                 "--max_length", "160"])
+    assert r.exit_code == 2 and "is not a LoRA adapter folder" in r.output.strip().splitlines()[-1], r.output
