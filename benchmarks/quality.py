@@ -53,6 +53,8 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=25)
     ap.add_argument("--out", default="benchmarks/results/quality")
+    ap.add_argument("--base-principles", action=argparse.BooleanOptionalAction, default=None,
+                    help="whether the base reads the principle prompt (default: the PersRM's recommendation)")
     args = ap.parse_args()
 
     import matplotlib
@@ -74,7 +76,8 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = load_prompts(args.prompts)
-    cfg = DecodeConfig(rm=args.rm, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    cfg = DecodeConfig(rm=args.rm, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                       base_sees_principles=args.base_principles)
     rm_spec = args.rm or default_persrm(DEFAULT_BASE)
     models = Models(replace(cfg, rm=rm_spec), need_rm=True)
 
@@ -108,9 +111,11 @@ def main():
         r["length_ratio"] = r["tokens"] / v["tokens"]
         r["ppl_ratio"] = r["ppl"] / v["ppl"]
     acc = (read_pad_config(rm_spec) or {}).get("eval", {}).get("principles", {})
+    sees = args.base_principles if args.base_principles is not None else models.base_sees_principles
 
     lines = [f"Held-out prompts: {Path(args.prompts).name} ({len(rows)}); base {DEFAULT_BASE}; PersRM {rm_spec}; "
-             f"greedy, k = 10, up to {args.max_new_tokens} new tokens.", "",
+             f"greedy, k = 10, up to {args.max_new_tokens} new tokens; the base reads the principle prompt: "
+             f"{'yes' if sees else 'no'}.", "",
              "| principle | w | tokens | words | x vanilla length | base PPL | x vanilla PPL | ended (eos) | "
              "PersRM reward |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:

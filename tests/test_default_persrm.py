@@ -19,6 +19,8 @@ def test_shipped_persrm_is_complete():
     # The held-out accuracies recorded by `pad train` when the adapter was made (pairs held out by prompt).
     acc = {p: cfg["eval"]["principles"][p]["accuracy"] for p in ("concise", "harmless", "humor")}
     assert acc["harmless"] >= 0.60, acc
+    # SmolLM2-135M answers the principle template itself, so the PersRM advises keeping it from the base.
+    assert cfg["decode"] == {"base_sees_principles": False}
 
 
 def test_other_bases_need_an_explicit_persrm():

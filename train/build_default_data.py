@@ -1,44 +1,56 @@
 """Build the self-generated pairs of the shipped PersRM (concise, humor) for SmolLM2-135M-Instruct.
 
-    python train/build_default_data.py --hh ../shared/data/hh-rlhf-harmless-base-test.part1.jsonl.gz \
-        --out runs/default-persrm-data
+    python train/build_default_data.py --out runs/default-persrm-data
 
-Writes concise.jsonl and humor.jsonl (custom pad train format: prompt, chosen, rejected, principle)
-and counts.json. Prompts are single-turn HH-RLHF requests from the rows after --skip-rows, so they
-stay apart from the harmless pairs the recipe takes from the first rows.
+Reads the project's own benign requests (train/data/general_prompts.txt, one a line, none of them
+from the held-out P-Soups prompts), lets the base model answer each greedily, and writes
+concise.jsonl and humor.jsonl (pad train's custom format: prompt, chosen, rejected, principle),
+answers.jsonl and counts.json. Both principles use the same prompts, so the PersRM sees one
+prompt with two different preferred answers and has to read the principle to tell them apart.
+Earlier builds used HH-RLHF red-team requests here; the base answers many of those with refusals,
+which taught every principle to refuse.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+
+
+def read_prompts(path: Path) -> list[str]:
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    seen, prompts = set(), []
+    for line in lines:
+        if line and line not in seen:
+            seen.add(line)
+            prompts.append(line)
+    return prompts
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hh", required=True, help="HH-RLHF JSONL(.gz) with chosen/rejected transcripts")
+    ap.add_argument("--prompts", default=str(HERE / "data" / "general_prompts.txt"), help="one request a line")
     ap.add_argument("--out", required=True)
     ap.add_argument("--llm", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    ap.add_argument("--skip-rows", type=int, default=1200, help="rows kept for the harmless source")
-    ap.add_argument("--prompts", type=int, default=320)
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
     import pyjokes
     from tqdm import tqdm
 
-    from pad.models import load_causal_lm, load_tokenizer
-    from pad.train.selfgen import base_answers, concise_pairs, hh_single_turn_prompts, humor_pairs
+    from pad.models import load_causal_lm, load_tokenizer, resolve_device
+    from pad.train.selfgen import base_answers, concise_pairs, humor_pairs
 
-    opener = gzip.open if args.hh.endswith(".gz") else open
-    with opener(args.hh, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f][args.skip_rows:]
-    prompts = list(hh_single_turn_prompts(rows))[: args.prompts]
-    model, tok = load_causal_lm(args.llm), load_tokenizer(args.llm)
+    prompts = read_prompts(Path(args.prompts))[: args.limit]
+    device = resolve_device(args.device)
+    model, tok = load_causal_lm(args.llm, device=device), load_tokenizer(args.llm)
     t0 = time.time()
     with tqdm(total=len(prompts), desc="base answers", unit="prompt") as bar:
         answers = base_answers(model, tok, prompts, args.max_new_tokens, args.batch_size, on_batch=bar.update)
@@ -50,9 +62,10 @@ def main():
     for name, rows_ in (("answers", answer_rows), ("concise", concise), ("humor", humor)):
         with open(out / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows_)
-    counts = {"prompts": len(prompts), "answers_eos": sum(r == "eos" for _, r in answers),
-              "concise": len(concise), "humor": len(humor), "seconds": round(time.time() - t0, 1),
-              "llm": args.llm, "hh": args.hh, "skip_rows": args.skip_rows}
+    counts = {"prompts": len(prompts), "prompts_file": Path(args.prompts).name,
+              "answers_eos": sum(r == "eos" for _, r in answers), "concise": len(concise), "humor": len(humor),
+              "max_new_tokens": args.max_new_tokens, "seconds": round(time.time() - t0, 1), "device": device,
+              "llm": args.llm}
     (out / "counts.json").write_text(json.dumps(counts, indent=1))
     print(json.dumps(counts))
 
