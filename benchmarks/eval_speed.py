@@ -2,9 +2,15 @@
 
 One at a time is how the reference's `measure_reward.py` scores. Both paths run the whole of
 `pad eval`'s scoring (text formatting, tokenization, forward passes) through the same
-`SequenceScorer`, with the cache off; only `batch_size` differs. Texts are Human/Assistant
-transcripts of the P-Soups prompts (when ../shared/data is there) with responses of 10 to 120 words,
-like `pad decode` outputs. Prints a Markdown table; `--json FILE` saves it.
+`SequenceScorer`, with the cache off; only the batching differs (`batch_size`, and `pad eval`'s cap
+on padded tokens per batch, `--batch-tokens`). Texts are Human/Assistant transcripts of the P-Soups
+prompts (when ../shared/data is there) with responses of 10 to 120 words, like `pad decode` outputs.
+Prints a Markdown table; `--json FILE` saves it.
+
+The table also says how close to the hardware each path runs: the model's work in GFLOP (from its
+weights and the texts' lengths), the GFLOP/s each path reaches, and a bare matrix product's GFLOP/s
+on the same threads. Their ratio, the ceiling, bounds what any batching can gain: once one text at
+a time already runs near the matrix-product speed, batching has nothing left to win.
 
 Backbones (random one-logit heads: speed does not depend on what the head learned):
 - tiny: a 2-layer GPT-2 classifier (hidden 64), built here;
@@ -32,7 +38,7 @@ import torch
 
 from pad.evaluate.inputs import Row, Run
 from pad.evaluate.report import score_runs
-from pad.evaluate.scorers import Dimension, SequenceScorer
+from pad.evaluate.scorers import Dimension, SequenceScorer, default_batch_tokens
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "koala_eval_50.json"
 FALLBACK_PROMPTS = [
@@ -98,22 +104,51 @@ def build_backbone(name: str, folder: Path) -> Path | None:
     return folder
 
 
-def timed_scoring(folder: Path, rows: list[Row], batch_size: int, reps: int, device: str = "cpu",
-                  dtype=None) -> tuple[float, int]:
+def forward_gflop(model, lengths: list[int]) -> float:
+    """The work of scoring texts of these lengths, in GFLOP: 2 per weight per token in the matrix
+    products (the head and BERT's pooler counted on every token, a 1% overcount), plus the attention
+    products QK^T and AV (the half below the diagonal under a causal mask)."""
+    from transformers.pytorch_utils import Conv1D
+
+    from pad.evaluate.scorers import is_causal_model
+
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Linear, Conv1D)))
+    cfg = model.config
+    attention = 4 * cfg.num_hidden_layers * cfg.hidden_size * sum(n * n for n in lengths)
+    if is_causal_model(model):
+        attention //= 2
+    return (2 * weights * sum(lengths) + attention) / 1e9
+
+
+def gemm_gflops(device: str = "cpu", reps: int = 20) -> float:
+    """This machine's fp32 matrix-product speed at the current thread count: (2048, 768) @ (768, 3072),
+    GPT-2 small's MLP product for 2048 tokens, best of `reps`. No forward pass can beat it by much."""
+    a, b = torch.randn(2048, 768, device=device), torch.randn(768, 3072, device=device)
+    best = float("inf")
+    for _ in range(reps + 1):
+        t = time.perf_counter()
+        (a @ b).sum().item()
+        best = min(best, time.perf_counter() - t)
+    return 2 * 2048 * 768 * 3072 / best / 1e9
+
+
+def timed_scoring(folder: Path, rows: list[Row], batch_size: int, reps: int, device: str = "cpu", dtype=None,
+                  batch_tokens: int | None = None) -> tuple[float, list[int], float]:
+    """(median seconds of `score_runs`, token count of each text, GFLOP of one pass)."""
     # Scores come back as Python floats, so every timed call has waited for the device.
     scorer = SequenceScorer(str(folder), "classifier", "hh", max_tokens=512, overflow="truncate", device=device,
                             dtype=dtype)  # fmt: skip
     scorer.load()
     dim = Dimension("bench", scorer, 0)
     run = Run("bench", Path("bench"), rows)
-    score_runs([run], [dim], None, batch_size)  # warm-up
+    score_runs([run], [dim], None, batch_size, batch_tokens=batch_tokens)  # warm-up
     times = []
     for _ in range(reps):
         t = time.perf_counter()
-        score_runs([run], [dim], None, batch_size)
+        score_runs([run], [dim], None, batch_size, batch_tokens=batch_tokens)
         times.append(time.perf_counter() - t)
-    tokens = sum(p.length for p in scorer.prepare(rows))
-    return statistics.median(times), tokens
+    lengths = [p.length for p in scorer.prepare(rows)]
+    return statistics.median(times), lengths, forward_gflop(scorer.model, lengths)
 
 
 def main() -> None:
@@ -121,6 +156,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["tiny", "minilm"])
     ap.add_argument("--texts", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-tokens", type=int, default=None,
+                    help="padded tokens per batch at most (default: pad eval's: 1024 on CPU, none on GPU; 0: no cap)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=None,
                     help="torch thread counts to measure (default: 1 and torch's own choice)")
@@ -136,6 +173,9 @@ def main() -> None:
     hf_logging.disable_progress_bar()
 
     dtype = resolve_dtype(args.dtype, args.device)
+    if args.batch_tokens is None:
+        args.batch_tokens = default_batch_tokens(args.device)
+    args.batch_tokens = args.batch_tokens or None  # 0: no cap
     threads = args.threads or sorted({1, torch.get_num_threads()})
     rows = make_rows(args.texts)
     results = []
@@ -147,22 +187,32 @@ def main() -> None:
                 continue
             for n in threads:
                 torch.set_num_threads(n)
-                one, tokens = timed_scoring(folder, rows, 1, args.reps, args.device, dtype)
-                many, _ = timed_scoring(folder, rows, args.batch_size, args.reps, args.device, dtype)
-                results.append({"backbone": name, "threads": n, "texts": len(rows), "tokens": tokens,
-                                "one_at_a_time_s": one, "batched_s": many, "batch_size": args.batch_size,
+                peak = gemm_gflops(args.device)
+                one, lengths, gflop = timed_scoring(folder, rows, 1, args.reps, args.device, dtype)
+                many, _, _ = timed_scoring(folder, rows, args.batch_size, args.reps, args.device, dtype,
+                                           args.batch_tokens)  # fmt: skip
+                peak = max(peak, gemm_gflops(args.device))  # before and after: a shared machine's speed moves
+                results.append({"backbone": name, "threads": n, "texts": len(rows), "tokens": sum(lengths),
+                                "gflop": gflop, "gemm_peak_gflops": peak, "one_at_a_time_s": one, "batched_s": many,
+                                "batch_size": args.batch_size, "batch_tokens": args.batch_tokens,
                                 "speedup": one / many, "device": args.device, "dtype": args.dtype})  # fmt: skip
-    print(f"\nScoring {len(rows)} texts on {args.device} ({args.dtype}), median of {args.reps} runs\n")
-    print(f"| backbone | torch threads | tokens | one at a time (s) | batch {args.batch_size} (s) | speedup |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    budget = f", at most {args.batch_tokens} padded tokens" if args.batch_tokens else ""
+    print(f"\nScoring {len(rows)} texts on {args.device} ({args.dtype}), median of {args.reps} runs; batches of "
+          f"{args.batch_size}{budget}. GFLOP: the model's work on the unpadded texts; GEMM peak: a bare fp32 "
+          "matrix product at that thread count; ceiling: one-at-a-time time over the time the work takes at "
+          "GEMM peak, the most any batching could gain.\n")  # fmt: skip
+    print(f"| backbone | torch threads | tokens | GFLOP | one at a time (s) | batch {args.batch_size} (s) | speedup | "
+          "GFLOP/s one / batched | GEMM peak GFLOP/s | ceiling |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
-        print(f"| {r['backbone']} | {r['threads']} | {r['tokens']} | {r['one_at_a_time_s']:.2f} | "
-              f"{r['batched_s']:.2f} | {r['speedup']:.1f}x |")  # fmt: skip
+        one, many, g, peak = r["one_at_a_time_s"], r["batched_s"], r["gflop"], r["gemm_peak_gflops"]
+        print(f"| {r['backbone']} | {r['threads']} | {r['tokens']} | {g:.1f} | {one:.2f} | {many:.2f} | "
+              f"{r['speedup']:.1f}x | {g / one:.0f} / {g / many:.0f} | {peak:.0f} | {one * peak / g:.1f}x |")  # fmt: skip
     for name in dict.fromkeys(r["backbone"] for r in results):
         mine = [r for r in results if r["backbone"] == name]
         best_one = min(r["one_at_a_time_s"] for r in mine)
         best_many = min(r["batched_s"] for r in mine)
-        print(f"| {name} | best of each | | {best_one:.2f} | {best_many:.2f} | {best_one / best_many:.1f}x |")
+        print(f"| {name} | best of each | | | {best_one:.2f} | {best_many:.2f} | {best_one / best_many:.1f}x | | | |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -112,6 +112,7 @@ def eval_(
     baseline: Annotated[str | None, typer.Option(help="Run (name or file) the others are compared with, prompt by prompt.")] = None,
     out: Annotated[Path, typer.Option(help="Report folder: report.json, report.csv, scores.jsonl, plots, score cache.")] = Path("eval_report"),
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass (sorted by length first).")] = 16,
+    batch_tokens: Annotated[int | None, typer.Option(help="Padded tokens per forward pass at most (default: 1024 on CPU, no cap on GPU).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = "auto",
     persrm: Annotated[str | None, typer.Option(help="A PersRM (adapter folder or merged): adds its implicit DPO reward.")] = None,
@@ -144,7 +145,8 @@ def eval_(
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes, not the user's concern
     config = EvalConfig(
         runs=[str(r) for r in runs], scorers=list(scorer or []), baseline=baseline, out=str(out),
-        batch_size=batch_size, device=device, dtype=dtype, persrm=persrm, principles=list(principle or []),
+        batch_size=batch_size, batch_tokens=batch_tokens, device=device, dtype=dtype, persrm=persrm,
+        principles=list(principle or []),
         persrm_reference=persrm_reference, reference_sees_principle=reference_sees_principle, beta=beta,
         trust_remote_code=trust_remote_code, bootstrap=bootstrap, seed=seed, tie_tolerance=tie_tolerance,
         plots=plots, cache=cache, progress=not quiet,

@@ -32,6 +32,10 @@ class EvalConfig:
     batch_size: int = 16
     """Texts per forward pass; texts are sorted by length first so a batch pads little."""
 
+    batch_tokens: int | None = None
+    """Padded tokens per forward pass at most (texts x the longest); default: 1024 on a CPU, where larger
+    batches push their activations out of the cache and score slower than small ones, no cap elsewhere."""
+
     device: str = "auto"
     """cpu, cuda, cuda:1, mps or auto."""
 
@@ -91,6 +95,8 @@ class EvalConfig:
             raise EvalConfigError("principles: --principle is for the PersRM reward; pass --persrm too")
         if self.batch_size < 1:
             raise EvalConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            raise EvalConfigError(f"batch_tokens: must be at least 1, got {self.batch_tokens}")
         if self.bootstrap < 1:
             raise EvalConfigError(f"bootstrap: must be at least 1, got {self.bootstrap}")
         if not (math.isfinite(self.tie_tolerance) and self.tie_tolerance >= 0):

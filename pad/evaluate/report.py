@@ -20,7 +20,7 @@ from pathlib import Path
 from pad.evaluate.cache import ScoreCache
 from pad.evaluate.config import EvalConfig
 from pad.evaluate.inputs import Run, check_matches_baseline, find_run, load_runs
-from pad.evaluate.scorers import Dimension, Scorer
+from pad.evaluate.scorers import Dimension, Scorer, default_batch_tokens
 from pad.evaluate.stats import summarize, win_rates
 
 RESULT_FIELDS = ["run", "principles", "w", "dimension", "n", "mean", "std", "ci_low", "ci_high", "skipped", "empty",
@@ -46,11 +46,12 @@ class Report:
 
 
 def score_runs(runs: Sequence[Run], dimensions: Sequence[Dimension], cache_dir: str | Path | None = None,
-               batch_size: int = 16, progress: bool = False) -> dict[str, Scores]:
+               batch_size: int = 16, progress: bool = False, batch_tokens: int | None = None) -> dict[str, Scores]:
     """Score every row of every run on every dimension; only texts missing from the cache reach a model.
 
     Rows the decoder skipped are counted as skipped and never scored; identical texts (the same
-    response in two runs) are scored once.
+    response in two runs) are scored once. A forward pass holds at most `batch_size` texts and
+    `batch_tokens` padded tokens.
     """
     from tqdm.auto import tqdm
 
@@ -76,7 +77,7 @@ def score_runs(runs: Sequence[Run], dimensions: Sequence[Dimension], cache_dir: 
             order = list(pending.values())
             bar = tqdm(total=len(order), desc=f"scoring {scorer.label}", unit="text", disable=not progress,
                        leave=False)  # fmt: skip
-            for idx, vectors in scorer.score([items[i] for i in order], batch_size):
+            for idx, vectors in scorer.score([items[i] for i in order], batch_size, batch_tokens):
                 cache.put({keys[order[j]]: v for j, v in zip(idx, vectors)})
                 bar.update(len(idx))
             bar.close()
@@ -125,10 +126,10 @@ def run_eval(config: EvalConfig, dimensions: Sequence[Dimension] | None = None) 
     if baseline is not None:
         for run in runs:
             check_matches_baseline(run, baseline)
+    device = resolve_device(config.device)
     if dimensions is None:
         from pad.evaluate.scorers import build_dimensions, persrm_dimensions
 
-        device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         dimensions = build_dimensions(config.scorers, device, dtype, config.trust_remote_code)
         if config.persrm:
@@ -136,7 +137,9 @@ def run_eval(config: EvalConfig, dimensions: Sequence[Dimension] | None = None) 
                                             config.reference_sees_principle, device, dtype)  # fmt: skip
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    scores = score_runs(runs, dimensions, out / "cache" if config.cache else None, config.batch_size, config.progress)
+    batch_tokens = config.batch_tokens or default_batch_tokens(device)
+    scores = score_runs(runs, dimensions, out / "cache" if config.cache else None, config.batch_size, config.progress,
+                        batch_tokens)  # fmt: skip
     results = summarize_runs(runs, dimensions, scores, baseline, config.bootstrap, config.seed, config.tie_tolerance)
     report = Report(runs, list(dimensions), scores, results, baseline.name if baseline else None)
     write_report(report, config, out)

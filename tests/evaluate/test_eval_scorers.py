@@ -6,7 +6,14 @@ from eval_helpers import PROMPTS, RESPONSES
 
 from pad.evaluate.formats import chat_messages, hh_text
 from pad.evaluate.inputs import Row
-from pad.evaluate.scorers import ARMO_OBJECTIVES, ScorerError, SequenceScorer, build_dimensions
+from pad.evaluate.scorers import (
+    ARMO_OBJECTIVES,
+    ScorerError,
+    SequenceScorer,
+    build_dimensions,
+    is_causal_model,
+    length_sorted_batches,
+)
 
 ROWS = [Row(str(i), p, r) for i, (p, r) in enumerate(zip(PROMPTS, RESPONSES))]
 
@@ -137,3 +144,41 @@ def test_empty_response_is_scored(tiny_rm2):
     (dim,) = build_dimensions([f"humor={tiny_rm2}"])
     got = score([dim], [Row("0", "Hi", ""), *ROWS])
     assert "0" in got.values["humor"] and not got.skipped
+
+
+def test_batches_are_capped_by_texts_and_by_padded_tokens():
+    lengths = [5, 100, 40, 90, 10, 60]  # longest first: 1 (100), 3 (90), 5 (60), 2 (40), 4 (10), 0 (5)
+    assert length_sorted_batches(lengths, 3) == [[1, 3, 5], [2, 4, 0]]
+    # at most 200 padded tokens: 2 x 100 fits, 3 x 100 does not; 3 x 60 fits; then 3 texts are the cap
+    assert length_sorted_batches(lengths, 3, batch_tokens=200) == [[1, 3], [5, 2, 4], [0]]
+    assert length_sorted_batches([300, 10], 16, batch_tokens=200) == [[0], [1]]  # too long for the budget: alone
+
+
+def test_causal_scorer_drops_the_padding_mask_and_fuses_gelu_without_changing_scores(tiny_rm):
+    from transformers.activations import NewGELUActivation
+
+    rows = [*ROWS, Row("9", "Hi", "A much longer answer, so that the other texts in its batch are padded. " * 3)]
+    scorer = SequenceScorer(str(tiny_rm), "classifier", "hh")
+    items = scorer.prepare(rows)
+    assert len({it.length for it in items}) == len(items)  # every text but the longest is padded
+    one = {i: v for idx, vs in scorer.score(items, batch_size=1) for i, v in zip(idx, vs)}
+    assert scorer.causal and scorer.model.config.activation_function == "gelu_new"
+    assert not any(isinstance(m, NewGELUActivation) for m in scorer.model.modules())
+    got = {}
+    for causal in (True, False):  # all-ones mask, then the explicit padding mask
+        scorer.causal = causal
+        got[causal] = {i: v for idx, vs in scorer.score(items, batch_size=16) for i, v in zip(idx, vs)}
+    for i, v in one.items():
+        assert got[True][i] == pytest.approx(v, abs=1e-5)
+        assert got[False][i] == pytest.approx(v, abs=1e-5)
+
+
+def test_only_transformers_decoders_count_as_causal(tiny_rm, tiny_armo):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    assert is_causal_model(SequenceScorer(str(tiny_rm), "classifier", "hh").load())
+    bert = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=32))  # fmt: skip
+    assert not is_causal_model(bert)  # bidirectional: its pads must be masked
+    armo = SequenceScorer(str(tiny_armo), "armo", "chat", trust_remote_code=True)
+    assert not is_causal_model(armo.load())  # remote code may find a text's end by its mask
