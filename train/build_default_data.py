@@ -22,13 +22,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def read_prompts(path: Path) -> list[str]:
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    seen, prompts = set(), []
-    for line in lines:
-        if line and line not in seen:
-            seen.add(line)
-            prompts.append(line)
-    return prompts
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return list(dict.fromkeys(line for line in lines if line))  # file order, each request once
 
 
 def main():

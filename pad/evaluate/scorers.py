@@ -139,8 +139,8 @@ def load_sequence_classifier(spec: str, device: str = "cpu", dtype=None, trust_r
     return _with_fallback(spec, load).to(device).eval()
 
 
-def fuse_gelu_new(model) -> int:
-    """Swap transformers' `gelu_new` for torch's one-kernel tanh GELU, the same formula; returns how many.
+def fuse_gelu_new(model) -> None:
+    """Swap transformers' `gelu_new` for torch's one-kernel tanh GELU,, the same formula.
 
     GPT-2 and the Ray2333 reward models use `gelu_new`, written as eight elementwise torch calls: on a
     CPU their passes over the (B, T, 4 * hidden) MLP activations cost an eighth of a GPT-2 small
@@ -149,13 +149,10 @@ def fuse_gelu_new(model) -> int:
     """
     from transformers.activations import GELUTanh, NewGELUActivation
 
-    swapped = 0
     for module in model.modules():
         for name, child in module.named_children():
             if type(child) is NewGELUActivation:
                 setattr(module, name, GELUTanh())
-                swapped += 1
-    return swapped
 
 
 def is_causal_model(model) -> bool:

@@ -95,6 +95,10 @@ def _trainer_class():
     from trl import DPOTrainer
 
     class PersRMTrainer(DPOTrainer):
+        # The held-out reward is always measured against the base model. Reference log-probs TRL
+        # precomputed are the base's unless it trained against a frozen copy of a starting adapter ("ref").
+        precomputed_ref_is_base = True
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
             dataset = self.eval_dataset if eval_dataset is None else eval_dataset
             if dataset is None or "principle" not in getattr(dataset, "column_names", []):
@@ -141,7 +145,7 @@ def _trainer_class():
                 out = model(**{k: batch[k] for k in keys}, labels=labels, fused_lm_head=True, use_cache=False)
             seq_len = batch["completion_mask"].size(1) - 1
             chosen, rejected = out.log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)  # (B,), (B,)
-            if "ref_chosen_logps" in batch:
+            if "ref_chosen_logps" in batch and self.precomputed_ref_is_base:
                 ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
             else:
                 ref_chosen, ref_rejected = self.compute_ref_log_probs(model, batch)
@@ -320,15 +324,16 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
         args.model_init_kwargs = {"dtype": str(dtype).removeprefix("torch.")}
     else:
         model = load_causal_lm(cfg.base_model, device="cpu", dtype=dtype)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    lora = None  # a second stage trains the adapter it starts from
     if cfg.init_adapter:
         from peft import PeftModel
 
         if not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
             raise PadError(f"init_adapter {cfg.init_adapter!r} is not a LoRA adapter folder (no adapter_config.json)")
         model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
-        lora = None
+    else:
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
     train_ds, eval_ds = _pair_datasets(mix, tokenizer, cfg, args)
     try:
         trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -352,8 +357,10 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in getattr(unwrapped, "peft_config", {}):
         # A second stage trained against a frozen copy of its starting adapter ("ref"); the PersRM's reward,
-        # as pad decode and pad eval use it, is measured against the base model: drop the copy, re-evaluate.
+        # as pad decode and pad eval use it, is measured against the base model: drop the copy (and what
+        # was precomputed with it), re-evaluate.
         unwrapped.delete_adapter("ref")
+        trainer.precomputed_ref_is_base = False
         trainer.last_eval_step = None
     if eval_ds is not None:
         if getattr(trainer, "last_eval_step", None) != trainer.state.global_step:

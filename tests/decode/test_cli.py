@@ -170,3 +170,5 @@ def test_persrm_can_advise_hiding_principles_from_the_base(tmp_path, tiny_llama,
     advised, told = _lines(tmp_path / "advised.jsonl")[0], _lines(tmp_path / "told.jsonl")[0]
     assert advised["settings"]["base_sees_principles"] is False
     assert told["settings"]["base_sees_principles"] is True
+    assert "[Principles]" not in advised["model_input"] and "Question number 0" in advised["model_input"]
+    assert "[Principles] humor [Instruction] Question number 0" in told["model_input"]

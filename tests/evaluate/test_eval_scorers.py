@@ -171,6 +171,13 @@ def test_causal_scorer_drops_the_padding_mask_and_fuses_gelu_without_changing_sc
     for i, v in one.items():
         assert got[True][i] == pytest.approx(v, abs=1e-5)
         assert got[False][i] == pytest.approx(v, abs=1e-5)
+    # ... and the fused GELU scores what the untouched model (transformers' own gelu_new) scores
+    from transformers import AutoModelForSequenceClassification
+
+    plain = AutoModelForSequenceClassification.from_pretrained(str(tiny_rm)).eval()
+    with torch.no_grad():
+        for i, it in enumerate(items):
+            assert plain(input_ids=torch.tensor([it.ids])).logits[0, 0].item() == pytest.approx(one[i][0], abs=1e-5)
 
 
 def test_only_transformers_decoders_count_as_causal(tiny_rm, tiny_armo):
