@@ -176,7 +176,7 @@ def decode(
     max_new_tokens: Annotated[int | None, typer.Option(help="Most new tokens per prompt (default: 128).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Prompts decoded together (default: 8).")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed (default: 0).")] = None,
-    reference: Annotated[str | None, typer.Option(help="r against 'base' (default) or 'persrm' without principles.")] = None,
+    reference: Annotated[str | None, typer.Option(help="r against 'base' (default, the paper's code), 'persrm' without principles, or 'prompted-base': the base reading the PersRM's principle prompt, the reference DPO trained against (one more base pass per principle).")] = None,
     base_principles: Annotated[bool | None, typer.Option("--base-principles/--no-base-principles", help="Whether the base reads the principle prompt too (default: yes).")] = None,
     template: Annotated[str | None, typer.Option(help="Principle prompt template with {principles} and {prompt}.")] = None,
     device: Annotated[str | None, typer.Option(help="Base device: auto, cpu, cuda, cuda:1 ...")] = None,

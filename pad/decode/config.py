@@ -41,7 +41,8 @@ class DecodeConfig:
     template: str = DEFAULT_TEMPLATE
     """Principle prompt template with {principles} and {prompt} (method.md section 1)."""
     reference: str = "base"
-    """What r is measured against: 'base' (the reference code) or 'persrm' (the PersRM without principles)."""
+    """What r is measured against: 'base' (the reference code), 'persrm' (the PersRM without principles) or
+    'prompted-base' (the base reading the PersRM's principle prompt: the reference DPO trained against)."""
     base_sees_principles: bool | None = None
     """Whether the base model reads the principle prompt too. None: what the PersRM's pad_config.json
     recommends (`decode.base_sees_principles`), else yes (the reference)."""
@@ -70,8 +71,8 @@ class DecodeConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise PadError(f"{name} must be a whole number >= 1, got {v!r}")
-        if self.reference not in ("base", "persrm"):
-            raise PadError(f"reference {self.reference!r} is not one of base, persrm")
+        if self.reference not in ("base", "persrm", "prompted-base"):
+            raise PadError(f"reference {self.reference!r} is not one of base, persrm, prompted-base")
         try:
             check_template(self.template)
         except ValueError as e:

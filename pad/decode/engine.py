@@ -20,7 +20,7 @@ from pad.decode.scoring import guided_scores, select_tokens
 from pad.errors import PadError
 from pad.principles import DEFAULT_TEMPLATE, Message, Principle, check_template, join_principles, principle_prompt
 
-REFERENCES = ("base", "persrm")
+REFERENCES = ("base", "persrm", "prompted-base")
 MODES = ("greedy", "sample")
 
 
@@ -130,7 +130,9 @@ class PADDecoder:
         and dtype. persrm=None decodes the base alone (vanilla).
     template: the principle prompt template (method.md section 1).
     reference: "base" scores r against the base's distribution (the reference code); "persrm"
-        against the PersRM prompted without principles.
+        against the PersRM prompted without principles; "prompted-base" against the base reading each
+        principle stream's own prompt, the reference DPO trained against (an extra base stream per
+        principle stream, in the base's batch).
     base_sees_principles: whether the base reads the principle prompt too (the reference: yes).
     """
 
@@ -237,8 +239,11 @@ class PADDecoder:
 
         dev = next(self.base.parameters()).device
         base = _Stream(self.base, self.pad_id)
-        zb = base.prefill([base_ids[b] for b in live])  # (B', V)
         guided = len(rm_ids) > 0
+        # "prompted-base": the base also reads every principle stream's input, after the B' rows.
+        prompted = guided and self.reference == "prompted-base"
+        zb_all = base.prefill([base_ids[b] for b in live] + (rm_ids if prompted else []))
+        zb, zref_s = zb_all[: len(live)], zb_all[len(live):]  # (B', V), (S, V) or empty
         if guided:
             rm = _Stream(self.persrm, self.pad_id)
             # One PersRM batch: principle streams first, then the reference streams (if any).
@@ -265,7 +270,7 @@ class PADDecoder:
                 if self.reference == "persrm":
                     zref = torch.zeros_like(zb)
                     zref[ref_owner] = zr_all[S:]  # each live row has exactly one reference stream
-                cand, score = guided_scores(zb, zr, owner, weight, s.topk, zref)
+                cand, score = guided_scores(zb, zr, owner, weight, s.topk, zref, zref_s if prompted else None)
             else:
                 cand, score = guided_scores(zb, None, None, None, s.topk)
             nxt = select_tokens(cand, score, s.mode, s.temperature, gen)  # (B',)
@@ -287,7 +292,8 @@ class PADDecoder:
                     break
                 keep = (~done).nonzero().flatten()  # (B'',) surviving positions
                 rows, limit, nxt = rows[keep], limit[keep], nxt[keep]
-                base.keep(keep)
+                if not prompted:
+                    base.keep(keep)
                 if guided:
                     remap = torch.full((done.shape[0],), -1, dtype=torch.long, device=dev)
                     remap[keep] = torch.arange(keep.shape[0], device=dev)
@@ -297,7 +303,13 @@ class PADDecoder:
                     n_principle = int((s_keep < owner.shape[0]).sum())
                     owner, weight = all_owner[:n_principle], weight[s_keep[:n_principle]]
                     ref_owner = all_owner[n_principle:]
-            zb = base.step(nxt)
+                    if prompted:  # base rows, then the base's copies of the surviving principle streams
+                        base.keep(torch.cat([keep, done.shape[0] + s_keep]))
+            if prompted:
+                zb_all = base.step(torch.cat([nxt, nxt[owner]]))
+                zb, zref_s = zb_all[: nxt.shape[0]], zb_all[nxt.shape[0]:]
+            else:
+                zb = base.step(nxt)
             if guided:
                 zr_all = rm.step(nxt.to(rm.device)[all_owner.to(rm.device)]).to(dev)
         return results  # type: ignore[return-value]

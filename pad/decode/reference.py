@@ -43,6 +43,8 @@ def reference_decode(
             ref_lp = torch.log_softmax(z_ref[cand], dim=0)
             for p, ids in zip(active, rm_ids):
                 z_r = persrm(ids).logits[0, -1].float()
+                if reference == "prompted-base":  # the base reads this principle's prompt
+                    ref_lp = torch.log_softmax(base(ids).logits[0, -1].float()[cand], dim=0)
                 score += p.weight * (torch.log_softmax(z_r[cand], dim=0) - ref_lp)
         token = int(cand[torch.argmax(score)])
         out.append(token)

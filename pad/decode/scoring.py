@@ -19,6 +19,7 @@ def guided_scores(
     weights: torch.Tensor | None,
     k: int,
     ref_logits: torch.Tensor | None = None,
+    stream_ref_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate ids and their guided scores.
 
@@ -27,6 +28,7 @@ def guided_scores(
     owner:       (S,) which of the B rows each stream guides.
     weights:     (S,) the stream's weight w_i.
     ref_logits:  (B, V) reference logits; None means the base (the reference code's choice).
+    stream_ref_logits: (S, V) a reference per stream instead (the base on that stream's own input).
     Returns (cand, score), both (B, k); computed in float32.
     """
     zb = base_logits.float()
@@ -35,8 +37,11 @@ def guided_scores(
     if rm_logits is None or rm_logits.shape[0] == 0:
         return cand, score
     zr_c = rm_logits.float().gather(1, cand[owner])  # (S, k)
-    zref_c = zb_c if ref_logits is None else ref_logits.float().gather(1, cand)  # (B, k)
-    r = zr_c.log_softmax(-1) - zref_c.log_softmax(-1)[owner]  # (S, k) per-stream reward
+    if stream_ref_logits is not None:
+        zref_s = stream_ref_logits.float().gather(1, cand[owner])  # (S, k)
+    else:
+        zref_s = (zb_c if ref_logits is None else ref_logits.float().gather(1, cand))[owner]  # (S, k)
+    r = zr_c.log_softmax(-1) - zref_s.log_softmax(-1)  # (S, k) per-stream reward
     score.index_add_(0, owner, weights.float()[:, None] * r)  # sum_i w_i r_i per row
     return cand, score
 

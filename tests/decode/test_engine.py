@@ -62,7 +62,8 @@ def test_cached_batched_equals_uncached_reference(w, llama_pair):
     assert [r.token_ids for r in res] != [r.token_ids for r in vanilla]
 
 
-@pytest.mark.parametrize("reference,base_sees", [("persrm", True), ("base", False)])
+@pytest.mark.parametrize("reference,base_sees", [("persrm", True), ("base", False), ("prompted-base", False),
+                                                  ("prompted-base", True)])
 def test_reference_policy_and_base_prompt_options(reference, base_sees, llama_pair):
     base, tok, rm = llama_pair
     dec = PADDecoder(base, tok, rm, reference=reference, base_sees_principles=base_sees)
@@ -74,12 +75,30 @@ def test_reference_policy_and_base_prompt_options(reference, base_sees, llama_pa
                                                base_sees_principles=base_sees)
 
 
+def test_prompted_base_reference_cancels_the_principle_prompt(llama_pair):
+    """A PersRM that learned nothing (the base itself) has zero reward against the base reading the same
+    principle prompt, so guidance leaves vanilla decoding alone; against the base on the plain prompt it
+    does not (the template's own effect leaks into r)."""
+    base, tok, _ = llama_pair
+    ps = [Principle("harmless", 1.5), Principle("humor", 1.0)]
+    s = SamplingSettings(max_new_tokens=N)
+    vanilla = [r.token_ids for r in PADDecoder(base, tok).generate([DecodeRequest(p) for p in PROMPTS], s)]
+
+    def run(reference):
+        dec = PADDecoder(base, tok, base, reference=reference, base_sees_principles=False)
+        return [r.token_ids for r in dec.generate([DecodeRequest(p, ps) for p in PROMPTS], s)]
+
+    assert run("prompted-base") == vanilla
+    assert run("base") != vanilla
+
+
+@pytest.mark.parametrize("reference", ["base", "prompted-base"])
 @pytest.mark.parametrize("eos_boost", [0.0, 2.0])
-def test_batched_equals_one_by_one_with_mixed_principles(eos_boost, llama_pair):
+def test_batched_equals_one_by_one_with_mixed_principles(eos_boost, reference, llama_pair):
     """With eos_boost, rows end at different steps, so the batch sheds finished rows (and their PersRM
-    streams) from both caches while the others go on."""
+    streams, and with "prompted-base" the base's copies of them) from both caches while the others go on."""
     base, tok, rm = llama_pair
-    dec = PADDecoder(base, tok, rm)
+    dec = PADDecoder(base, tok, rm, reference=reference)
 
     def boost(module, args, output):
         output[..., tok.eos_token_id] += eos_boost
