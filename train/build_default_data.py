@@ -4,7 +4,9 @@
 
 Reads the project's own benign requests (train/data/general_prompts.txt, one a line, none of them
 from the held-out P-Soups prompts), lets the base model answer each greedily, and writes
-concise.jsonl and humor.jsonl (pad train's custom format: prompt, chosen, rejected, principle),
+concise.jsonl, concise_whole.jsonl and humor.jsonl (pad train's custom format: prompt, chosen,
+rejected, principle; concise.jsonl rejects the first sentences plus the next word, concise_whole.jsonl
+the whole answer, see pad.train.selfgen),
 answers.jsonl and counts.json. Both principles use the same prompts, so the PersRM sees one
 prompt with two different preferred answers and has to read the principle to tell them apart.
 Earlier builds used HH-RLHF red-team requests here; the base answers many of those with refusals,
@@ -50,11 +52,13 @@ def main():
     with tqdm(total=len(prompts), desc="base answers", unit="prompt") as bar:
         answers = base_answers(model, tok, prompts, args.max_new_tokens, args.batch_size, on_batch=bar.update)
     concise = concise_pairs(prompts, answers)
+    concise_whole = concise_pairs(prompts, answers, rejected="whole")
     humor = humor_pairs(prompts, answers, pyjokes.get_jokes(), seed=0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     answer_rows = [{"prompt": p, "answer": a, "finish_reason": r} for p, (a, r) in zip(prompts, answers)]
-    for name, rows_ in (("answers", answer_rows), ("concise", concise), ("humor", humor)):
+    for name, rows_ in (("answers", answer_rows), ("concise", concise), ("concise_whole", concise_whole),
+                       ("humor", humor)):
         with open(out / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows_)
     counts = {"prompts": len(prompts), "prompts_file": Path(args.prompts).name,

@@ -1,15 +1,16 @@
-"""Pick the stage-2 checkpoint of the shipped PersRM on validation prompts, not on the benchmark's.
+"""Compare the stage-2 checkpoints of the shipped PersRM on validation prompts, not on the benchmark's.
 
     python train/select_checkpoint.py --run runs/persrm-smollm2-135m
 
 Stage 2 (DPO + the chosen answers' NLL) sharpens the PersRM step by step: the longer it trains, the
 harder `concise` at w = 1 cuts answers, and past some point the cut answers read badly (the base
-model's own perplexity of them climbs). This script decodes `concise` at w = 1 with every saved
+model's own perplexity of them climbs). This diagnostic decodes `concise` at w = 1 with every saved
 checkpoint on the project's validation prompts (train/data/validation_prompts.jsonl: none of them in
 the training prompts or in the P-Soups prompts that benchmarks/quality.py reports on), measures length
-and base-model perplexity against vanilla decoding (benchmarks/quality.py does the measuring), and picks
-the most-trained checkpoint whose perplexity stays within --max-ppl-ratio of vanilla. It prints a table
-and writes select.json (every checkpoint's figures and the choice) to --out.
+and base-model perplexity against vanilla decoding (benchmarks/quality.py does the measuring), and names
+the most-trained checkpoint whose perplexity stays within --max-ppl-ratio of vanilla. It goes from the
+last checkpoint back and stops at the first that qualifies (--all measures every one). It prints a
+table and writes select.json (the measured checkpoints' figures and the choice) to --out.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main():
     ap.add_argument("--weight", type=float, default=1.0)
     ap.add_argument("--max-ppl-ratio", type=float, default=1.5)
     ap.add_argument("--out", default="runs/select")
+    ap.add_argument("--all", action="store_true", help="measure every checkpoint, not only down to the chosen one")
     args = ap.parse_args()
 
     run, out = Path(args.run), Path(args.out)
@@ -46,7 +48,7 @@ def main():
         sys.exit(f"error: no checkpoint-N folders in {run}")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for step, path in found:
+    for step, path in reversed(found):
         dest = out / path.name
         dest.mkdir(exist_ok=True)
         if (out / "vanilla.jsonl").exists() and not (dest / "vanilla.jsonl").exists():
@@ -60,6 +62,9 @@ def main():
         r = next(x for x in res if x["w"] == args.weight)
         rows.append({"step": step, "checkpoint": str(path), "length_ratio": r["length_ratio"],
                      "ppl_ratio": r["ppl_ratio"], "tokens": r["tokens"], "eos_share": r["eos_share"]})
+        if r["ppl_ratio"] <= args.max_ppl_ratio and not args.all:
+            break
+    rows.reverse()
     within = [r for r in rows if r["ppl_ratio"] <= args.max_ppl_ratio]
     chosen = within[-1] if within else None
     print(f"\n{args.principle} at w = {args.weight:g} on {Path(args.prompts).name}, against vanilla decoding:\n")

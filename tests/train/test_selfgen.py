@@ -14,13 +14,19 @@ def test_concise_pairs_prefer_the_answer_stopped_early():
                ("First point here. Second point here. Cut off by the token limit, mid-sentence", "length"),
                ("No sentence break anywhere in this answer", "eos")]
     rows = concise_pairs(prompts, answers)
+    # the pair differs only at the cut: end there (chosen) or go on with the next word (rejected)
     assert rows == [
-        {"prompt": "a?", "chosen": "First point here. Second point here.", "rejected": answers[0][0],
-         "principle": "concise"},
-        {"prompt": "b?", "chosen": "First point here. Second point here.", "rejected": answers[1][0],
-         "principle": "concise"},
+        {"prompt": "a?", "chosen": "First point here. Second point here.",
+         "rejected": "First point here. Second point here. Third", "principle": "concise"},
+        {"prompt": "b?", "chosen": "First point here. Second point here.",
+         "rejected": "First point here. Second point here. Cut", "principle": "concise"},
     ]
+    whole = concise_pairs(prompts, answers, rejected="whole")
+    assert [r["rejected"] for r in whole] == [answers[0][0], answers[1][0]]
     assert [r["prompt"] for r in concise_pairs(prompts, answers, require_eos=True)] == ["a?"]
+    listed = "A first line that stands alone.\n\nSecond, a list item follows, and it goes on for a good while longer."
+    nl = concise_pairs(["d?"], [(listed, "eos")])
+    assert nl[0]["rejected"] == "A first line that stands alone.\n\nSecond,"
 
 
 def test_humor_pairs_and_hh_prompts():
