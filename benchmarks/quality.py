@@ -115,7 +115,8 @@ def main():
     acc = (read_pad_config(rm_spec) or {}).get("eval", {}).get("principles", {})
     sees = args.base_principles if args.base_principles is not None else models.base_sees_principles
 
-    lines = [f"Held-out prompts: {Path(args.prompts).name} ({len(rows)}); base {DEFAULT_BASE}; PersRM {rm_spec}; "
+    rm_label = "shipped in pad" if args.rm is None else rm_spec
+    lines = [f"Held-out prompts: {Path(args.prompts).name} ({len(rows)}); base {DEFAULT_BASE}; PersRM {rm_label}; "
              f"greedy, k = 10, up to {args.max_new_tokens} new tokens; the base reads the principle prompt: "
              f"{'yes' if sees else 'no'}.", "",
              "| principle | w | tokens | words | x vanilla length | base PPL | x vanilla PPL | ended (eos) | "
