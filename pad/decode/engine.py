@@ -238,20 +238,32 @@ class PADDecoder:
         ref_rows = [(pos_of[b], rid) for b, rid in ref_ids if results[b] is None]
 
         dev = next(self.base.parameters()).device
-        base = _Stream(self.base, self.pad_id)
         guided = len(rm_ids) > 0
-        # "prompted-base": the base also reads every principle stream's input, after the B' rows.
+        # Every stream of either model belongs to one row (`*_owner`), so finished rows are shed from both
+        # caches the same way. The base's streams are the rows, then, for "prompted-base", a copy of every
+        # principle stream: the base reading that stream's principle prompt, its reference.
         prompted = guided and self.reference == "prompted-base"
+        n_rows = len(live)
+        owner, weight = owner.to(dev), weight.to(dev)
+        base_owner = torch.cat([torch.arange(n_rows, device=dev), owner if prompted else owner[:0]])
+        base = _Stream(self.base, self.pad_id)
         zb_all = base.prefill([base_ids[b] for b in live] + (rm_ids if prompted else []))
-        zb, zref_s = zb_all[: len(live)], zb_all[len(live):]  # (B', V), (S, V) or empty
         if guided:
             rm = _Stream(self.persrm, self.pad_id)
             # One PersRM batch: principle streams first, then the reference streams (if any).
             zr_all = rm.prefill(rm_ids + [rid for _, rid in ref_rows]).to(dev)
-            owner, weight = owner.to(dev), weight.to(dev)
             ref_owner = torch.tensor([r for r, _ in ref_rows], dtype=torch.long, device=dev)
             all_owner = torch.cat([owner, ref_owner])  # (S_all,) row of every PersRM stream
 
+        def reference_index() -> torch.Tensor | None:
+            """(S,) each principle stream's row in the reference logits; None: the base rows themselves."""
+            if self.reference == "persrm":  # the stream's row's one reference stream
+                slot = torch.empty(n_rows, dtype=torch.long, device=dev)
+                slot[ref_owner] = torch.arange(ref_owner.shape[0], device=dev)
+                return slot[owner]
+            return torch.arange(owner.shape[0], device=dev) if prompted else None
+
+        ref_index = reference_index() if guided else None
         gen = None
         if s.mode == "sample":
             gen = torch.Generator(device=dev)
@@ -264,13 +276,11 @@ class PADDecoder:
         out = torch.empty((B, max(limits[b] for b in live)), dtype=torch.long, device=dev)
         step = 0
         while True:
+            zb = zb_all[:n_rows]  # (B', V)
             if guided:
                 S = owner.shape[0]
-                zr, zref = zr_all[:S], None
-                if self.reference == "persrm":
-                    zref = torch.zeros_like(zb)
-                    zref[ref_owner] = zr_all[S:]  # each live row has exactly one reference stream
-                cand, score = guided_scores(zb, zr, owner, weight, s.topk, zref, zref_s if prompted else None)
+                zref = zb_all[n_rows:] if prompted else zr_all[S:] if self.reference == "persrm" else None
+                cand, score = guided_scores(zb, zr_all[:S], owner, weight, s.topk, zref, ref_index)
             else:
                 cand, score = guided_scores(zb, None, None, None, s.topk)
             nxt = select_tokens(cand, score, s.mode, s.temperature, gen)  # (B',)
@@ -292,24 +302,21 @@ class PADDecoder:
                     break
                 keep = (~done).nonzero().flatten()  # (B'',) surviving positions
                 rows, limit, nxt = rows[keep], limit[keep], nxt[keep]
-                if not prompted:
-                    base.keep(keep)
+                n_rows = keep.shape[0]
+                remap = torch.full((done.shape[0],), -1, dtype=torch.long, device=dev)
+                remap[keep] = torch.arange(n_rows, device=dev)
+                b_keep = (remap[base_owner] >= 0).nonzero().flatten()
+                base.keep(b_keep)
+                base_owner = remap[base_owner[b_keep]]
                 if guided:
-                    remap = torch.full((done.shape[0],), -1, dtype=torch.long, device=dev)
-                    remap[keep] = torch.arange(keep.shape[0], device=dev)
                     s_keep = (remap[all_owner] >= 0).nonzero().flatten()
                     rm.keep(s_keep)
                     all_owner = remap[all_owner[s_keep]]
                     n_principle = int((s_keep < owner.shape[0]).sum())
                     owner, weight = all_owner[:n_principle], weight[s_keep[:n_principle]]
                     ref_owner = all_owner[n_principle:]
-                    if prompted:  # base rows, then the base's copies of the surviving principle streams
-                        base.keep(torch.cat([keep, done.shape[0] + s_keep]))
-            if prompted:
-                zb_all = base.step(torch.cat([nxt, nxt[owner]]))
-                zb, zref_s = zb_all[: nxt.shape[0]], zb_all[nxt.shape[0]:]
-            else:
-                zb = base.step(nxt)
+                    ref_index = reference_index()
+            zb_all = base.step(nxt[base_owner])
             if guided:
                 zr_all = rm.step(nxt.to(rm.device)[all_owner.to(rm.device)]).to(dev)
         return results  # type: ignore[return-value]

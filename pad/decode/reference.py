@@ -39,13 +39,13 @@ def reference_decode(
         cand = torch.topk(z_b, topk).indices
         score = z_b[cand].clone()
         if active:
-            z_ref = z_b if reference == "base" else persrm(ref_ids).logits[0, -1].float()
-            ref_lp = torch.log_softmax(z_ref[cand], dim=0)
-            for p, ids in zip(active, rm_ids):
+            if reference == "prompted-base":  # the base reading each principle's own prompt
+                refs = [base(ids).logits[0, -1].float() for ids in rm_ids]
+            else:
+                refs = [z_b if reference == "base" else persrm(ref_ids).logits[0, -1].float()] * len(rm_ids)
+            for p, ids, z_ref in zip(active, rm_ids, refs):
                 z_r = persrm(ids).logits[0, -1].float()
-                if reference == "prompted-base":  # the base reads this principle's prompt
-                    ref_lp = torch.log_softmax(base(ids).logits[0, -1].float()[cand], dim=0)
-                score += p.weight * (torch.log_softmax(z_r[cand], dim=0) - ref_lp)
+                score += p.weight * (torch.log_softmax(z_r[cand], dim=0) - torch.log_softmax(z_ref[cand], dim=0))
         token = int(cand[torch.argmax(score)])
         out.append(token)
         if stop_at_eos and token == eos:

@@ -73,6 +73,10 @@ def test_reference_policy_and_base_prompt_options(reference, base_sees, llama_pa
     for p, r in zip(prompts, res):
         assert r.token_ids == reference_decode(base, tok, rm, p, ps, max_new_tokens=N, reference=reference,
                                                base_sees_principles=base_sees)
+    # ... and the guidance steers: the same principles at w = 0 (the same base input) decode otherwise
+    off = [Principle(p.name, 0.0) for p in ps]
+    unguided = dec.generate([DecodeRequest(p, off) for p in prompts], SamplingSettings(max_new_tokens=N))
+    assert [r.token_ids for r in res] != [r.token_ids for r in unguided]
 
 
 def test_prompted_base_reference_cancels_the_principle_prompt(llama_pair):
@@ -92,11 +96,11 @@ def test_prompted_base_reference_cancels_the_principle_prompt(llama_pair):
     assert run("base") != vanilla
 
 
-@pytest.mark.parametrize("reference", ["base", "prompted-base"])
+@pytest.mark.parametrize("reference", ["base", "persrm", "prompted-base"])
 @pytest.mark.parametrize("eos_boost", [0.0, 2.0])
 def test_batched_equals_one_by_one_with_mixed_principles(eos_boost, reference, llama_pair):
     """With eos_boost, rows end at different steps, so the batch sheds finished rows (and their PersRM
-    streams, and with "prompted-base" the base's copies of them) from both caches while the others go on."""
+    streams, and the PersRM's or the base's reference streams) from both caches while the others go on."""
     base, tok, rm = llama_pair
     dec = PADDecoder(base, tok, rm, reference=reference)
 
@@ -122,7 +126,7 @@ def test_batched_equals_one_by_one_with_mixed_principles(eos_boost, reference, l
         lengths = [len(r.token_ids) for r in batched]
         assert len(set(lengths)) >= 3 and max(lengths) > min(lengths) + 10, lengths
     assert [r.model_input for r in batched] == [r.model_input for r in single]
-    assert len(batched[1].persrm_inputs) == 2 and batched[2].persrm_inputs == []
+    assert len(batched[1].persrm_inputs) == 2 + (reference == "persrm") and batched[2].persrm_inputs == []
 
 
 def test_lora_adapter_persrm(tiny_llama, tiny_lora):
