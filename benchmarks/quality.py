@@ -55,8 +55,8 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/quality")
     ap.add_argument("--base-principles", action=argparse.BooleanOptionalAction, default=None,
                     help="whether the base reads the principle prompt (default: the PersRM's recommendation)")
-    ap.add_argument("--reference", default=None,
-                    help="what r is measured against: base, persrm or prompted-base (default: the PersRM's advice)")
+    ap.add_argument("--reference", default="base", choices=["base", "persrm", "prompted-base"],
+                    help="what r is measured against (see pad decode --help)")
     args = ap.parse_args()
 
     import matplotlib
@@ -79,7 +79,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     rows = load_prompts(args.prompts)
     cfg = DecodeConfig(rm=args.rm, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                       base_sees_principles=args.base_principles, reference=args.reference or "base")
+                       base_sees_principles=args.base_principles, reference=args.reference)
     rm_spec = args.rm or default_persrm(DEFAULT_BASE)
     models = Models(replace(cfg, rm=rm_spec), need_rm=True)
 

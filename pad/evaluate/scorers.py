@@ -140,7 +140,7 @@ def load_sequence_classifier(spec: str, device: str = "cpu", dtype=None, trust_r
 
 
 def fuse_gelu_new(model) -> None:
-    """Swap transformers' `gelu_new` for torch's one-kernel tanh GELU,, the same formula.
+    """Swap transformers' `gelu_new` for torch's one-kernel tanh GELU, the same formula.
 
     GPT-2 and the Ray2333 reward models use `gelu_new`, written as eight elementwise torch calls: on a
     CPU their passes over the (B, T, 4 * hidden) MLP activations cost an eighth of a GPT-2 small
