@@ -9,30 +9,17 @@
 - `humor`: a real joke (from a joke collection such as `pyjokes`) against the base's plain answer
   to the same prompt.
 
-Prompts come from any text source (the shipped recipe uses single-turn HH-RLHF requests).
+Prompts come from any text source (the shipped recipe uses train/data/general_prompts.txt).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _NEXT_WORD = re.compile(r"\s*\S+")
-
-
-def hh_single_turn_prompts(rows, max_chars: int = 200) -> Iterator[str]:
-    """First Human turns of single-turn HH-RLHF transcripts, deduplicated, in file order."""
-    seen = set()
-    for row in rows:
-        text = row["chosen"]
-        if text.count("\n\nHuman:") != 1:
-            continue
-        human = text.split("\n\nHuman:", 1)[1].split("\n\nAssistant:", 1)[0].strip()
-        if human and len(human) <= max_chars and human not in seen:
-            seen.add(human)
-            yield human
 
 
 def first_sentences(text: str, max_share: float = 0.5, min_chars: int = 20) -> str | None:

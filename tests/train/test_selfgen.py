@@ -1,4 +1,4 @@
-from pad.train.selfgen import concise_pairs, first_sentences, hh_single_turn_prompts, humor_pairs
+from pad.train.selfgen import concise_pairs, first_sentences, humor_pairs
 
 
 def test_first_sentences_keeps_whole_leading_sentences_within_half():
@@ -29,11 +29,7 @@ def test_concise_pairs_prefer_the_answer_stopped_early():
     assert nl[0]["rejected"] == "A first line that stands alone.\n\nSecond,"
 
 
-def test_humor_pairs_and_hh_prompts():
-    rows = [{"chosen": "\n\nHuman: Tell me about owls\n\nAssistant: Owls hunt at night."},
-            {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: more\n\nAssistant: ok"},
-            {"chosen": "\n\nHuman: Tell me about owls\n\nAssistant: Again."}]
-    assert list(hh_single_turn_prompts(rows)) == ["Tell me about owls"]
+def test_humor_pairs():
     out = humor_pairs(["p"], [("plain answer", "eos")], ["A joke."], seed=0)
     assert out == [{"prompt": "p", "chosen": "Here's a joke for you: A joke.", "rejected": "plain answer",
                     "principle": "humor"}]
