@@ -64,6 +64,10 @@ class SourceConfig:
     train_limit: int | None = None
     """After the held-out split, train on at most this many of this source's pairs (a seeded random sample).
     Rebalances a mixture, e.g. for a second stage, without moving any pair across the split."""
+    moves_split: bool = True
+    """False: this source's pairs do not move the train/held-out split. Each goes to the side its prompt
+    landed on through the other sources (train when no other source has the prompt). For pairs added in a
+    later stage, so its held-out prompts stay exactly the earlier stages' and none it trained on leaks in."""
     split: str = "train"
     """Dataset split (hub ids and folders); a single file is read whole."""
     data_dir: str | None = None
@@ -99,6 +103,8 @@ class SourceConfig:
         if self.train_limit is not None and (isinstance(self.train_limit, bool) or not isinstance(self.train_limit, int)
                                              or self.train_limit < 1):
             raise PadError(f"source {self.label}: train_limit must be a whole number >= 1, got {self.train_limit!r}")
+        if not isinstance(self.moves_split, bool):
+            raise PadError(f"source {self.label}: moves_split must be true or false, got {self.moves_split!r}")
 
     @property
     def label(self) -> str:
@@ -415,7 +421,12 @@ def build_mixture(sources: Sequence[SourceConfig], eval_size: float = 0.1, seed:
         if src.label in counts:
             raise PadError(f"two sources are named {src.label!r}; give one a distinct `name`")
         counts[src.label] = per
-    train, held = split_by_prompt(kept, eval_size, seed)
+    followers = {s.label for s in sources if not s.moves_split}
+    train, held = split_by_prompt([p for p in kept if p.source not in followers], eval_size, seed)
+    if followers:
+        held_keys = {p.prompt_key() for p in held}
+        for pair in (p for p in kept if p.source in followers):
+            (held if pair.prompt_key() in held_keys else train).append(pair)
     train = limit_training(train, sources, seed)
     mix = Mixture(train, held, counts)
     for part, name in ((train, "train"), (held, "eval")):

@@ -186,6 +186,27 @@ def test_train_limit_samples_training_pairs_and_keeps_the_held_out_split():
         SourceConfig(kind="jsonl", path="a.jsonl", train_limit=0)
 
 
+def test_a_source_that_does_not_move_the_split_follows_its_prompts_side():
+    rows_a = [{"prompt": f"a{i}", "chosen": "x", "rejected": "y", "principle": "humor"} for i in range(40)]
+    rows_b = [{"prompt": f"a{i}", "chosen": "short", "rejected": "drifted", "principle": "concise"}
+              for i in range(0, 40, 2)] + [{"prompt": "new", "chosen": "c", "rejected": "r", "principle": "concise"}]
+    a = SourceConfig(kind="jsonl", path="a.jsonl")
+    before = build_mixture([a], eval_size=12, seed=5, rows=[rows_a])
+    after = build_mixture([a, SourceConfig(kind="jsonl", path="b.jsonl", moves_split=False)], eval_size=12, seed=5,
+                          rows=[rows_a, rows_b])
+    assert [p for p in after.eval if p.source == "jsonl:a.jsonl"] == before.eval  # the earlier held-out pairs
+    held = {p.prompt for p in before.eval}
+    followers = [p for p in after.train + after.eval if p.source == "jsonl:b.jsonl"]
+    assert len(followers) == 21
+    assert all((p in after.eval) == (p.prompt in held) for p in followers)
+    assert any(p.prompt in held for p in followers) and any(p.prompt not in held for p in followers)
+    assert [p.prompt for p in after.train if p.prompt == "new"] == ["new"]  # a prompt only it has: train
+    moved = build_mixture([a, SourceConfig(kind="jsonl", path="b.jsonl")], eval_size=12, seed=5, rows=[rows_a, rows_b])
+    assert [p for p in moved.eval if p.source == "jsonl:a.jsonl"] != before.eval  # why the option exists
+    with pytest.raises(PadError, match="moves_split must be true or false, got 'no'"):
+        SourceConfig(kind="jsonl", path="b.jsonl", moves_split="no")
+
+
 def test_eval_split_is_held_out_by_prompt():
     pairs = [Pair(f"prompt {i % 25}", f"c{i}", f"r{i}", p, "s") for i in range(100) for p in ("x", "y")]
     train, held = split_by_prompt(pairs, 0.2, seed=3)
