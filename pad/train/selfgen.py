@@ -6,6 +6,11 @@
   answer as the rejected side (`rejected="whole"`), also lets DPO win by pushing down every token the
   base would write next; the PersRM then learns that the base's own likeliest words are bad and, at
   decode time, steers to less likely ones (measured: 1.7-2x the base's perplexity at w = 1).
+- on-policy `concise` corrections (`drift_pairs`): the same first sentences (chosen) against what
+  reward-guided decoding with the current PersRM wrote for the prompt (rejected), where that answer left
+  the base's own words. A PersRM trained only on the pairs above also learns, from the other principles'
+  data, a style of its own (evasive "I'm not sure I can help" openings, odd word choices) that `concise`
+  at w = 1 then steers to; these pairs show it that drift and tell it the base's words are preferred.
 - `humor`: a real joke (from a joke collection such as `pyjokes`) against the base's plain answer
   to the same prompt.
 
@@ -70,6 +75,21 @@ def concise_pairs(prompts: Sequence[str], answers: Sequence[tuple[str, str]], pr
         if short:
             more = answer if rejected == "whole" else short + _NEXT_WORD.match(answer, len(short)).group(0)
             rows.append({"prompt": prompt, "chosen": short, "rejected": more, "principle": principle})
+    return rows
+
+
+def drift_pairs(prompts: Sequence[str], answers: Sequence[tuple[str, str]], guided: Sequence[str],
+                principle: str = "concise") -> list[dict]:
+    """Rows {prompt, chosen: the base answer's first sentences, rejected: the guided answer, principle}.
+
+    Only where the guided answer left the base's words: one that is a prefix of the base's own answer
+    (it kept the base's words and only ended earlier or at the same place) teaches nothing here."""
+    rows = []
+    for prompt, (answer, _), text in zip(prompts, answers, guided, strict=True):
+        answer, text = answer.strip(), text.strip()
+        short = first_sentences(answer)
+        if short and text and not answer.startswith(text):
+            rows.append({"prompt": prompt, "chosen": short, "rejected": text, "principle": principle})
     return rows
 
 

@@ -1,4 +1,6 @@
-from pad.train.selfgen import concise_pairs, first_sentences, humor_pairs
+import pytest
+
+from pad.train.selfgen import concise_pairs, drift_pairs, first_sentences, humor_pairs
 
 
 def test_first_sentences_keeps_whole_leading_sentences_within_half():
@@ -27,6 +29,18 @@ def test_concise_pairs_prefer_the_answer_stopped_early():
     listed = "A first line that stands alone.\n\nSecond, a list item follows, and it goes on for a good while longer."
     nl = concise_pairs(["d?"], [(listed, "eos")])
     assert nl[0]["rejected"] == "A first line that stands alone.\n\nSecond,"
+
+
+def test_drift_pairs_reject_guided_answers_that_left_the_base_words():
+    answer = "Cats sleep a lot. They hunt at night. They like boxes and warm places to rest."
+    prompts = ["kept", "drifted", "empty", "uncuttable"]
+    answers = [(answer, "eos"), (answer, "eos"), (answer, "eos"), ("One sentence only here.", "eos")]
+    guided = ["Cats sleep a lot.", "I'm not sure I can help with cats.", " ", "Something else."]
+    rows = drift_pairs(prompts, answers, guided)
+    assert rows == [{"prompt": "drifted", "chosen": "Cats sleep a lot. They hunt at night.",
+                     "rejected": "I'm not sure I can help with cats.", "principle": "concise"}]
+    with pytest.raises(ValueError):
+        drift_pairs(prompts, answers, guided[:2])
 
 
 def test_humor_pairs():
