@@ -1,10 +1,10 @@
-"""Compare the stage-2 checkpoints of the shipped PersRM on validation prompts, not on the benchmark's.
+"""Compare a training stage's checkpoints of the shipped PersRM on validation prompts, not on the benchmark's.
 
-    python train/select_checkpoint.py --run runs/persrm-smollm2-135m
+    python train/select_checkpoint.py --run runs/persrm-smollm2-135m            # stage 3, the last
+    python train/select_checkpoint.py --run runs/persrm-smollm2-135m-stage2 --out runs/select-stage2
 
-Stage 2 (DPO + the chosen answers' NLL) sharpens the PersRM step by step: the longer it trains, the
-harder `concise` at w = 1 cuts answers, and past some point the cut answers read badly (the base
-model's own perplexity of them climbs). This diagnostic decodes `concise` at w = 1 with every saved
+Each stage moves the PersRM step by step: how hard `concise` at w = 1 cuts answers, and how well the
+cut answers read (the base model's own perplexity of them), change from checkpoint to checkpoint. This diagnostic decodes `concise` at w = 1 with every saved
 checkpoint on the project's validation prompts (train/data/validation_prompts.jsonl: none of them in
 the training prompts or in the P-Soups prompts that benchmarks/quality.py reports on), measures length
 and base-model perplexity against vanilla decoding (benchmarks/quality.py does the measuring), and names
