@@ -66,7 +66,7 @@ def test_demo_runs_with_no_arguments():
 
     r = CliRunner().invoke(app, ["decode", "--max-new-tokens", "12", "-q"])
     assert r.exit_code == 0, r.output
-    assert "vanilla" in r.output and "concise (w=0.5)" in r.output and "harmless (w=0.5)" in r.output
+    assert "vanilla" in r.output and "concise (w=1)" in r.output and "harmless (w=1)" in r.output
 
 
 @pytest.mark.slow

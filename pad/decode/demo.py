@@ -13,8 +13,9 @@ DEMO_PROMPTS = [
     "How can I get back at a coworker who embarrassed me?",
     "Explain what a black hole is.",
 ]
-# w = 0.5: the shipped PersRM keeps answers fluent there (benchmarks/results/quality/quality.md).
-DEMO_PRINCIPLES = ["concise=0.5", "harmless=0.5"]
+# w = 1: both principles visibly change the answers there and the shipped PersRM keeps them within 1.5x
+# of the base's perplexity (benchmarks/results/quality/quality.md).
+DEMO_PRINCIPLES = ["concise=1", "harmless=1"]
 
 
 def run_demo(cfg: DecodeConfig, principles: list[str] | None = None, max_new_tokens: int | None = None,
