@@ -7,10 +7,11 @@
   base would write next; the PersRM then learns that the base's own likeliest words are bad and, at
   decode time, steers to less likely ones (measured: 1.7-2x the base's perplexity at w = 1).
 - on-policy `concise` corrections (`drift_pairs`): the same first sentences (chosen) against what
-  reward-guided decoding with the current PersRM wrote for the prompt (rejected), where that answer left
-  the base's own words. A PersRM trained only on the pairs above also learns, from the other principles'
-  data, a style of its own (evasive "I'm not sure I can help" openings, odd word choices) that `concise`
-  at w = 1 then steers to; these pairs show it that drift and tell it the base's words are preferred.
+  reward-guided decoding with the current PersRM wrote for the prompt (rejected), where that answer
+  left the base's own words. A PersRM trained only on the pairs above also learns, most likely from
+  the other principles' data, a style of its own (evasive "I'm not sure I can help" openings, odd word
+  choices) that `concise` at w = 1 then steers to; these pairs show it that drift and tell it the
+  base's words are preferred.
 - `humor`: a real joke (from a joke collection such as `pyjokes`) against the base's plain answer
   to the same prompt.
 
