@@ -82,6 +82,11 @@ def train(
         for name, m in (result.eval.get("principles") or {}).items():
             typer.echo(f"  held-out {name}: accuracy {m['accuracy']:.3f}, reward margin {m['margin']:.3f} "
                        f"({m['n']} pairs)")
+        sources = result.eval.get("sources") or {}
+        if len(sources) > 1:
+            for name, m in sources.items():
+                typer.echo(f"    from {name}: accuracy {m['accuracy']:.3f}, reward margin {m['margin']:.3f} "
+                           f"({m['n']} pairs)")
 
 
 @app.command()

@@ -479,4 +479,5 @@ def to_trl_row(pair: Pair, template: str = DEFAULT_TEMPLATE) -> dict[str, Any]:
         "chosen": [{"role": "assistant", "content": pair.chosen}],
         "rejected": [{"role": "assistant", "content": pair.rejected}],
         "principle": pair.principle,
+        "source": pair.source,
     }

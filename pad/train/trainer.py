@@ -43,7 +43,7 @@ def pair_row(tokenizer, pair: Pair, template: str) -> dict[str, Any]:
     if getattr(tokenizer, "chat_template", None):
         return row
     return {"prompt": chat_text(tokenizer, row["prompt"]), "chosen": " " + pair.chosen,
-            "rejected": " " + pair.rejected, "principle": pair.principle}
+            "rejected": " " + pair.rejected, "principle": pair.principle, "source": pair.source}
 
 
 def prompt_tokens(tokenizer, pair: Pair, template: str) -> int:
@@ -105,7 +105,7 @@ def _trainer_class():
                 return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
             start = time.perf_counter()
             summary = self.preference_metrics(dataset)
-            metrics = {f"{metric_key_prefix}_{k}": v for k, v in summary.items() if k != "principles"}
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in summary.items() if k not in ("principles", "sources")}
             for name, m in summary["principles"].items():
                 metrics.update({f"{metric_key_prefix}_{name}_{k}": v for k, v in m.items()})
             metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 3)
@@ -116,27 +116,36 @@ def _trainer_class():
 
         @torch.no_grad()
         def preference_metrics(self, dataset) -> dict[str, Any]:
-            """Exact held-out accuracy (reward margin > 0), mean margin and DPO loss, overall and per principle."""
+            """Exact held-out accuracy (reward margin > 0), mean margin and DPO loss, overall, per principle
+            and per source (one principle can come from several sources, e.g. a later stage's pairs)."""
             was_training = self.model.training
             self.model.eval()
             model = self.accelerator.unwrap_model(self.model)
-            per: dict[str, dict[str, float]] = {}
-            margins_all = []
+            sources = dataset["source"] if "source" in dataset.column_names else [""] * len(dataset)
+            keys = list(zip(dataset["principle"], sources))
+            groups = sorted(set(keys))
+            by_group: dict[tuple[str, str], torch.Tensor] = {}
             try:
-                for name in sorted(set(dataset["principle"])):
-                    subset = dataset.filter(lambda p, n=name: p == n, input_columns="principle", keep_in_memory=True)
+                for group in groups:
+                    subset = dataset.select([i for i, k in enumerate(keys) if k == group], keep_in_memory=True)
                     margins = []
                     for batch in self.get_eval_dataloader(subset):
                         margins.append(self.accelerator.gather_for_metrics(self._margins(model, batch)).float().cpu())
-                    m = torch.cat(margins)  # (n,) beta * (policy log-ratio - reference log-ratio)
-                    per[name] = {"accuracy": (m > 0).float().mean().item(), "margin": m.mean().item(),
-                                 "n": int(m.numel())}
-                    margins_all.append(m)
+                    by_group[group] = torch.cat(margins)  # (n,) beta * (policy - reference log-ratio)
             finally:
                 self.model.train(was_training)
-            m = torch.cat(margins_all)
+
+            def stats(keys) -> dict[str, float]:
+                m = torch.cat([by_group[k] for k in keys])
+                return {"accuracy": (m > 0).float().mean().item(), "margin": m.mean().item(), "n": int(m.numel())}
+
+            per = {name: stats([k for k in groups if k[0] == name]) for name in sorted({k[0] for k in groups})}
+            per_source = {f"{source} / {principle}": stats([(principle, source)]) for principle, source in groups
+                          if source}
+            m = torch.cat([by_group[k] for k in groups])
             return {"accuracy": (m > 0).float().mean().item(), "margin": m.mean().item(),
-                    "loss": -F.logsigmoid(m).mean().item(), "n": int(m.numel()), "principles": per}
+                    "loss": -F.logsigmoid(m).mean().item(), "n": int(m.numel()), "principles": per,
+                    "sources": per_source}
 
         def _margins(self, model, batch):
             keys = ("input_ids", "attention_mask")

@@ -122,6 +122,7 @@ def test_hh_rlhf_multi_turn_split_and_template_on_the_last_user_turn():
         "chosen": [{"role": "assistant", "content": "I'd rather not."}],
         "rejected": [{"role": "assistant", "content": "Sure, here is a list."}],
         "principle": "harmless",
+        "source": src.label,
     }
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -43,6 +44,11 @@ def test_reads_the_principle(trained):
         assert m["n"] >= 16, m
         assert m["accuracy"] >= 0.9, (name, m)
         assert m["margin"] > 0
+    # Per source too: here one source holds both principles, so its two entries are the principles'.
+    src = result.eval["sources"]
+    assert set(src) == {f"jsonl:opposite.jsonl / {p}" for p in per}
+    for name, m in per.items():
+        assert src[f"jsonl:opposite.jsonl / {name}"] == m
 
 
 def test_lora_weights_change_and_base_weights_do_not(trained, tiny_llama):
@@ -157,9 +163,16 @@ def test_second_stage_continues_the_adapter(trained, tmp_path, tiny_llama, oppos
     from pad.train.trainer import train
 
     cfg1, result1, _ = trained
+    # A later stage's own pairs, on the same prompts, that must not move the held-out split.
+    rows = [json.loads(line) for line in Path(cfg1.sources[0].path).read_text().splitlines()]
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text("".join(json.dumps({**r, "rejected": "Nothing to add."}) + "\n"
+                             for r in rows if r["principle"] == "humor"))
+    sources = [{"kind": "jsonl", "path": str(cfg1.sources[0].path)},
+               {"kind": "jsonl", "path": str(extra), "moves_split": False}]
     cfg2 = tiny_config(tmp_path, tiny_llama, cfg1.sources[0].path, eval_size=cfg1.eval_size, max_steps=3,
                        eval_steps=0, init_adapter=str(result1.output_dir), loss_type=["sigmoid", "sft"],
-                       precompute_ref_log_probs=precompute)
+                       precompute_ref_log_probs=precompute, sources=sources)
     result2 = train(cfg2, echo=lambda _: None)
     before = load_file(result1.output_dir / "adapter_model.safetensors")
     after = load_file(result2.output_dir / "adapter_model.safetensors")
@@ -175,6 +188,13 @@ def test_second_stage_continues_the_adapter(trained, tmp_path, tiny_llama, oppos
     # its frozen stage-1 copy ("ref"), live or precomputed, it would be 2.2.
     assert record["eval"]["principles"]["humor"]["margin"] > 0.5 * result1.eval["principles"]["humor"]["margin"]
     assert not (result2.output_dir / "ref").exists()  # the frozen copy is not saved with the adapter
+    # Held out per source: the first source's held-out pairs are stage 1's; the added ones follow their prompts.
+    src = record["eval"]["sources"]
+    assert set(src) == {"jsonl:opposite.jsonl / humor", "jsonl:opposite.jsonl / harmless", "jsonl:extra.jsonl / humor"}
+    assert src["jsonl:opposite.jsonl / humor"]["n"] == result1.eval["principles"]["humor"]["n"]
+    assert src["jsonl:extra.jsonl / humor"]["n"] == result1.eval["principles"]["humor"]["n"]  # one per held-out prompt
+    humor = record["eval"]["principles"]["humor"]
+    assert humor["n"] == 2 * result1.eval["principles"]["humor"]["n"]
 
 
 def test_init_adapter_must_be_an_adapter(tmp_path, tiny_llama, opposite_jsonl):
