@@ -45,6 +45,8 @@ def base_perplexity(model, tok, records, batch_size: int = 8) -> float:
 
 
 def main():
+    from pad.decode.engine import REFERENCES
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", default=str(DEFAULT_PROMPTS))
     ap.add_argument("--principles", nargs="+", default=["concise", "harmless", "humor"])
@@ -55,7 +57,7 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/quality")
     ap.add_argument("--base-principles", action=argparse.BooleanOptionalAction, default=None,
                     help="whether the base reads the principle prompt (default: the PersRM's recommendation)")
-    ap.add_argument("--reference", default="base", choices=["base", "persrm", "prompted-base"],
+    ap.add_argument("--reference", default="base", choices=REFERENCES,
                     help="what r is measured against (see pad decode --help)")
     args = ap.parse_args()
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from pad.decode.engine import REFERENCES
 from pad.errors import PadError
 from pad.files import json_lines, read_yaml_mapping
 from pad.models import DEFAULT_BASE
@@ -71,8 +72,8 @@ class DecodeConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise PadError(f"{name} must be a whole number >= 1, got {v!r}")
-        if self.reference not in ("base", "persrm", "prompted-base"):
-            raise PadError(f"reference {self.reference!r} is not one of base, persrm, prompted-base")
+        if self.reference not in REFERENCES:
+            raise PadError(f"reference {self.reference!r} is not one of {', '.join(REFERENCES)}")
         try:
             check_template(self.template)
         except ValueError as e:
