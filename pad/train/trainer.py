@@ -101,7 +101,7 @@ def _trainer_class():
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
             dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-            if dataset is None or "principle" not in getattr(dataset, "column_names", []):
+            if dataset is None or not {"principle", "source"} <= set(getattr(dataset, "column_names", [])):
                 return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
             start = time.perf_counter()
             summary = self.preference_metrics(dataset)
@@ -121,8 +121,7 @@ def _trainer_class():
             was_training = self.model.training
             self.model.eval()
             model = self.accelerator.unwrap_model(self.model)
-            sources = dataset["source"] if "source" in dataset.column_names else [""] * len(dataset)
-            keys = list(zip(dataset["principle"], sources))
+            keys = list(zip(dataset["principle"], dataset["source"]))  # pair_row writes both
             groups = sorted(set(keys))
             by_group: dict[tuple[str, str], torch.Tensor] = {}
             try:
@@ -140,8 +139,7 @@ def _trainer_class():
                 return {"accuracy": (m > 0).float().mean().item(), "margin": m.mean().item(), "n": int(m.numel())}
 
             per = {name: stats([k for k in groups if k[0] == name]) for name in sorted({k[0] for k in groups})}
-            per_source = {f"{source} / {principle}": stats([(principle, source)]) for principle, source in groups
-                          if source}
+            per_source = {f"{source} / {principle}": stats([(principle, source)]) for principle, source in groups}
             m = torch.cat([by_group[k] for k in groups])
             return {"accuracy": (m > 0).float().mean().item(), "margin": m.mean().item(),
                     "loss": -F.logsigmoid(m).mean().item(), "n": int(m.numel()), "principles": per,

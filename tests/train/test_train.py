@@ -157,17 +157,30 @@ def test_adapter_records_the_hub_id_not_the_offline_cache(tmp_path):
 @pytest.mark.parametrize("precompute", [True, False])
 def test_second_stage_continues_the_adapter(trained, tmp_path, tiny_llama, opposite_jsonl, precompute):
     """init_adapter: the stage-1 LoRA is trained further (here with DPO + the chosen NLL), not replaced."""
+    from datasets import load_from_disk
     from safetensors.torch import load_file
 
     from pad.models import read_pad_config
+    from pad.train.pairs import Pair, to_trl_row
     from pad.train.trainer import train
 
     cfg1, result1, _ = trained
-    # A later stage's own pairs, on the same prompts, that must not move the held-out split.
+    # A later stage's own pairs that must not move the held-out split: on every training prompt of stage 1
+    # (they would move it: more pairs, so more held-out prompts) and on every second held-out one.
+    def held(result, source):
+        ds = load_from_disk(str(result.output_dir / "pairs" / "eval"))
+        return sorted(json.dumps(r["prompt"]) for r in ds if r["source"] == source and r["principle"] == "humor")
+
+    def key(row):
+        return json.dumps(to_trl_row(Pair(row["prompt"], "", "", "humor"))["prompt"])
+
     rows = [json.loads(line) for line in Path(cfg1.sources[0].path).read_text().splitlines()]
+    held1 = set(held(result1, "jsonl:opposite.jsonl"))
+    humor_rows = [r for r in rows if r["principle"] == "humor"]
+    followers = [r for r in humor_rows if key(r) in held1][::2]
     extra = tmp_path / "extra.jsonl"
     extra.write_text("".join(json.dumps({**r, "rejected": "Nothing to add."}) + "\n"
-                             for r in rows if r["principle"] == "humor"))
+                             for r in [r for r in humor_rows if key(r) not in held1] + followers))
     sources = [{"kind": "jsonl", "path": str(cfg1.sources[0].path)},
                {"kind": "jsonl", "path": str(extra), "moves_split": False}]
     cfg2 = tiny_config(tmp_path, tiny_llama, cfg1.sources[0].path, eval_size=cfg1.eval_size, max_steps=3,
@@ -189,12 +202,13 @@ def test_second_stage_continues_the_adapter(trained, tmp_path, tiny_llama, oppos
     assert record["eval"]["principles"]["humor"]["margin"] > 0.5 * result1.eval["principles"]["humor"]["margin"]
     assert not (result2.output_dir / "ref").exists()  # the frozen copy is not saved with the adapter
     # Held out per source: the first source's held-out pairs are stage 1's; the added ones follow their prompts.
+    assert held(result2, "jsonl:opposite.jsonl") == sorted(held1)
+    assert held(result2, "jsonl:extra.jsonl") == sorted(key(r) for r in followers) and followers
     src = record["eval"]["sources"]
     assert set(src) == {"jsonl:opposite.jsonl / humor", "jsonl:opposite.jsonl / harmless", "jsonl:extra.jsonl / humor"}
     assert src["jsonl:opposite.jsonl / humor"]["n"] == result1.eval["principles"]["humor"]["n"]
-    assert src["jsonl:extra.jsonl / humor"]["n"] == result1.eval["principles"]["humor"]["n"]  # one per held-out prompt
-    humor = record["eval"]["principles"]["humor"]
-    assert humor["n"] == 2 * result1.eval["principles"]["humor"]["n"]
+    assert src["jsonl:extra.jsonl / humor"]["n"] == len(followers)
+    assert record["eval"]["principles"]["humor"]["n"] == result1.eval["principles"]["humor"]["n"] + len(followers)
 
 
 def test_init_adapter_must_be_an_adapter(tmp_path, tiny_llama, opposite_jsonl):
