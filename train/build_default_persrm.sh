@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the PersRM shipped in pad/assets/persrm-smollm2-135m from scratch:
 # 1. self-generated concise and humor pairs from SmolLM2's own answers to train/data/general_prompts.txt
-#    (concise_whole.jsonl for stage 1, concise.jsonl for stage 2, see pad/train/selfgen.py),
+#    (concise_whole.jsonl for stage 1, concise.jsonl for stages 2 and 3, see pad/train/selfgen.py),
 # 2. stage 1: DPO + LoRA (recipes/smollm2-135m/train/config_persrm_default.yaml), 530 steps,
 # 3. stage 2: the same adapter, DPO + the chosen answers' NLL (config_persrm_default_stage2.yaml), 48 steps,
 # 4. on-policy concise pairs: the stage-2 PersRM's guided answers (concise, w = 1) to the training prompts
@@ -9,7 +9,7 @@
 # 5. stage 3: the stage-2 adapter on those plus a replay of the rest (config_persrm_default_stage3.yaml), 40 steps,
 # 6. copy the adapter (and its pad_config.json with the data counts and held-out accuracy) into the package.
 # The shipped one: data and stage 1 on one H200 GPU (16 s and 3 min), stages 2 and 3 and the on-policy pairs
-# on a 2-core CPU (30 + 25 min of training, 13 min of decoding, and the held-out evaluations).
+# on a 2-core CPU (30 + 33 min of training, 10.5 min of decoding, and about 25 min per held-out evaluation).
 # train/select_checkpoint.py then measures stage 3's checkpoints on validation prompts, if you want to
 # compare them (concise at w = 1: length and base-model perplexity against vanilla).
 # On a 2-core CPU alone, stage 1 takes about 4.5 hours.

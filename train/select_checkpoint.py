@@ -3,14 +3,15 @@
     python train/select_checkpoint.py --run runs/persrm-smollm2-135m            # stage 3, the last
     python train/select_checkpoint.py --run runs/persrm-smollm2-135m-stage2 --out runs/select-stage2
 
-Each stage moves the PersRM step by step: how hard `concise` at w = 1 cuts answers, and how well the
-cut answers read (the base model's own perplexity of them), change from checkpoint to checkpoint. This diagnostic decodes `concise` at w = 1 with every saved
-checkpoint on the project's validation prompts (train/data/validation_prompts.jsonl: none of them in
-the training prompts or in the P-Soups prompts that benchmarks/quality.py reports on), measures length
-and base-model perplexity against vanilla decoding (benchmarks/quality.py does the measuring), and names
-the most-trained checkpoint whose perplexity stays within --max-ppl-ratio of vanilla. It goes from the
-last checkpoint back and stops at the first that qualifies (--all measures every one). It prints a
-table and writes select.json (the measured checkpoints' figures and the choice) to --out.
+Each stage moves the PersRM step by step: how hard `concise` at w = 1 cuts answers, and how well the cut
+answers read (the base model's own perplexity of them), change from checkpoint to checkpoint. This
+diagnostic decodes `concise` at w = 1 with every saved checkpoint on the project's validation prompts
+(train/data/validation_prompts.jsonl: none of them in the training prompts or in the P-Soups prompts
+that benchmarks/quality.py reports on), measures length and base-model perplexity against vanilla
+decoding (benchmarks/quality.py does the measuring), and names the most-trained checkpoint whose
+perplexity stays within --max-ppl-ratio of vanilla. It goes from the last checkpoint back and stops at
+the first that qualifies (--all measures every one). It prints a table and writes select.json (the
+measured checkpoints' figures and the choice) to --out.
 """
 
 from __future__ import annotations
