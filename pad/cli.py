@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -180,13 +181,14 @@ def decode(
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature over the candidates (default: 1.0).")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Most new tokens per prompt (default: 128).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Prompts decoded together (default: 8).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Sampling seed (default: 0).")] = None,
+    seed: Annotated[str | None, typer.Option(help="Sampling seed (default: 0): a row's samples depend only on it and the row's id; 'none' for unseeded.")] = None,
     reference: Annotated[str | None, typer.Option(help="r against 'base' (default, the paper's code), 'persrm' without principles, or 'prompted-base': the base reading the PersRM's principle prompt, the reference DPO trained against (one more base pass per principle).")] = None,
     base_principles: Annotated[bool | None, typer.Option("--base-principles/--no-base-principles", help="Whether the base reads the principle prompt too (default: yes).")] = None,
     template: Annotated[str | None, typer.Option(help="Principle prompt template with {principles} and {prompt}.")] = None,
     device: Annotated[str | None, typer.Option(help="Base device: auto, cpu, cuda, cuda:1 ...")] = None,
     rm_device: Annotated[str | None, typer.Option(help="PersRM device (default: the base's).")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="shared: base and PersRM rows in one forward of one model (a LoRA PersRM on this very base); separate: two models; auto (default): shared where it applies.")] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML recipe of DecodeConfig fields, or the reference's run configs (one JSON object a line: rm_weight, topk, mode, sample_temp), one output per line.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run file (JSONL), appended batch by batch. Without it, answers are printed.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an existing run file, skipping ids already written.")] = False,
@@ -209,35 +211,20 @@ def decode(
 
       pad decode --prompts prompts.jsonl --config runs.config --out sweep.jsonl   (writes sweep_0.jsonl, ...)
     """
-    from dataclasses import replace
-
-    from pad.decode.config import DecodeConfig, load_decode_recipe, load_run_lines
-    from pad.decode.io import export_reference, load_dataset_prompts, load_prompts, rows_from_objects
-    from pad.decode.run import Models, decode_run, needs_rm
+    from pad.decode.config import decode_configs, parse_seed
+    from pad.decode.run import decode_runs, gather_prompts
     from pad.errors import PadError
 
     quiet_libraries()
-    if resume and overwrite:
-        raise PadError("--resume and --overwrite contradict each other; pick one")
-    is_recipe = config is not None and config.suffix in (".yaml", ".yml")
-    if config is not None and not config.is_file():
-        raise PadError(f"config file {str(config)!r} does not exist")
-    base = load_decode_recipe(config) if is_recipe else DecodeConfig()
     given = {"llm": llm, "rm": rm, "principles": principle or None, "weight": weight, "topk": topk, "mode": mode,
-             "temperature": temperature, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
+             "temperature": temperature, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
              "reference": reference, "base_sees_principles": base_principles, "template": template,
-             "device": device, "rm_device": rm_device, "dtype": dtype}
-    base = replace(base, **{k: v for k, v in given.items() if v is not None})
-    runs = load_run_lines(config, base) if config is not None and not is_recipe else [base]
-
-    rows = []
-    if prompts is not None:
-        rows += load_prompts(prompts, base.weight)
-    if dataset is not None:
-        rows += load_dataset_prompts(dataset)
-    if prompt:
-        rows += rows_from_objects([(f"--prompt {i + 1}", {"prompt": p, "id": f"cli-{i}"}) for i, p in enumerate(prompt)],
-                                  base.weight)
+             "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone}
+    base, runs, from_lines = decode_configs(config, given)
+    if seed is not None:  # 'none' is a value here (unseeded), so it cannot ride on "None: not given"
+        runs = [replace(r, seed=parse_seed(seed)) for r in runs]
+        base = replace(base, seed=runs[0].seed)
+    rows = gather_prompts(prompts, dataset, prompt, limit)
     if not rows:
         if out is not None or config is not None:
             raise PadError("no prompts: give --prompts FILE, --prompt TEXT or --dataset helpsteer2")
@@ -245,28 +232,18 @@ def decode(
 
         run_demo(base, principles=principle, max_new_tokens=max_new_tokens, progress=not quiet)
         return
-    if limit is not None:
-        rows = rows[:limit]
-
-    models = Models(base, need_rm=any(needs_rm(r, rows) for r in runs))
-    for i, cfg in enumerate(runs):
-        path = out
-        name = out.stem if out is not None else "pad"
-        if len(runs) > 1 or (config is not None and not is_recipe):
-            name = f"{name}_{i}"
-            path = out.with_name(f"{name}{out.suffix}") if out is not None else None
-        summary = decode_run(cfg, rows, models, path, run=name, resume=resume, overwrite=overwrite, progress=not quiet)
-        if path is None:
+    for run in decode_runs(runs, rows, out, from_lines, resume=resume, overwrite=overwrite, export_json=export_json,
+                           progress=not quiet):
+        summary = run.summary
+        if run.path is None:
             for rec in summary.records:
                 typer.secho(f"[{rec['id']}] {_prompt_text(rec['prompt'])}", bold=True)
                 typer.echo(f"{rec['response']}\n")
         else:
-            typer.echo(f"{path}: {summary.written} written, {summary.skipped_done} already there, "
+            typer.echo(f"{run.path}: {summary.written} written, {summary.skipped_done} already there, "
                        f"{summary.too_long} too long; {summary.tokens} tokens at {summary.tokens_per_s:.1f} tok/s")
-            if export_json is not None:
-                target = export_json if len(runs) == 1 else export_json.with_name(f"{export_json.stem}_{i}.json")
-                n = export_reference(path, target)
-                typer.echo(f"{target}: {n} rows in the reference's JSON format")
+        if run.exported is not None:
+            typer.echo(f"{run.exported[0]}: {run.exported[1]} rows in the reference's JSON format")
 
 
 def _prompt_text(prompt) -> str:

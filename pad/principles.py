@@ -37,27 +37,45 @@ def join_principles(names: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class Principle:
-    """One principle with its guidance weight `w` (method.md section 3)."""
+    """One principle with its guidance weight `w` (method.md section 3); weight None: the run's weight."""
 
     name: str
-    weight: float = 1.0
+    weight: float | None = 1.0
 
     @classmethod
-    def parse(cls, spec: str, default_weight: float = 1.0) -> Principle:
-        """Parse 'name' or 'name=weight', e.g. 'harmless=1.5'."""
-        name, sep, w = spec.rpartition("=") if "=" in spec else (spec, "", "")
+    def parse(cls, spec: str, default_weight: float | None = 1.0) -> Principle:
+        """Parse 'name' or 'name=weight', e.g. 'harmless=1.5'.
+
+        A name that holds '=' is quoted: '"tone=formal"' or '"tone=formal"=0.5' (single quotes work too).
+        """
+        text = spec.strip()
+        if text[:1] in ("'", '"'):
+            close = text.find(text[0], 1)
+            if close < 0:
+                raise ValueError(f"principle {spec!r}: the quote {text[0]} is not closed")
+            name, rest = text[1:close], text[close + 1:].strip()
+            if rest and not rest.startswith("="):
+                raise ValueError(f"principle {spec!r}: after the quoted name only '=weight' may follow")
+            sep, w = ("=", rest[1:]) if rest else ("", "")
+        else:
+            name, sep, w = text.rpartition("=") if "=" in text else (text, "", "")
         name = name.strip()
         if not name:
             raise ValueError(f"principle {spec!r} has no name")
         if not sep:
-            return cls(name, float(default_weight))
+            return cls(name, None if default_weight is None else float(default_weight))
         try:
             weight = float(w)
         except ValueError:
-            raise ValueError(f"principle {spec!r}: weight {w.strip()!r} is not a number") from None
+            hint = (f" (a name that holds '=' is quoted: '\"{text}\"')" if text[:1] not in ("'", '"') else "")
+            raise ValueError(f"principle {spec!r}: weight {w.strip()!r} is not a number{hint}") from None
         if not math.isfinite(weight):
             raise ValueError(f"principle {spec!r}: weight must be finite")
         return cls(name, weight)
+
+    def with_default(self, weight: float) -> Principle:
+        """This principle with `weight` if it has none of its own."""
+        return self if self.weight is not None else Principle(self.name, float(weight))
 
 
 def render_instruction(prompt: str, principles: str | None, template: str = DEFAULT_TEMPLATE) -> str:

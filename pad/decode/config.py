@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from pad.decode.engine import REFERENCES
+from pad.decode.engine import BACKBONES, REFERENCES
 from pad.errors import PadError
 from pad.files import json_lines, read_yaml_mapping
 from pad.models import DEFAULT_BASE
@@ -37,8 +37,9 @@ class DecodeConfig:
     """Most tokens generated per prompt; each row also stops at its end-of-sequence token."""
     batch_size: int = 8
     """Prompts decoded together."""
-    seed: int = 0
-    """Seed of the sampler (mode 'sample')."""
+    seed: int | None = 0
+    """Seed of the sampler (mode 'sample'): a row's samples depend only on it and the row's id, whatever the
+    batch size, order or resume. None: unseeded (fresh randomness; the run file records seed null)."""
     template: str = DEFAULT_TEMPLATE
     """Principle prompt template with {principles} and {prompt} (method.md section 1)."""
     reference: str = "base"
@@ -55,6 +56,9 @@ class DecodeConfig:
     """Base dtype: auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16."""
     rm_dtype: str | None = None
     """PersRM dtype; None: same as the base."""
+    backbone: str = "auto"
+    """'shared': base and PersRM rows in one forward of one model (the PersRM a LoRA adapter on this very base);
+    'separate': two models (a LoRA PersRM merged into its own copy); 'auto': shared where it applies."""
 
     def __post_init__(self):
         if isinstance(self.principles, str):
@@ -72,6 +76,10 @@ class DecodeConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise PadError(f"{name} must be a whole number >= 1, got {v!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise PadError(f"seed must be a whole number or null (unseeded), got {self.seed!r}")
+        if self.backbone not in BACKBONES:
+            raise PadError(f"backbone {self.backbone!r} is not one of {', '.join(BACKBONES)}")
         if self.reference not in REFERENCES:
             raise PadError(f"reference {self.reference!r} is not one of {', '.join(REFERENCES)}")
         try:
@@ -131,3 +139,30 @@ def load_run_lines(path: str | Path, base: DecodeConfig) -> list[DecodeConfig]:
     if not runs:
         raise PadError(f"{path}: no run configs in the file")
     return runs
+
+
+def parse_seed(value: str | int | None) -> int | None:
+    """A seed from the command line: a whole number, or 'none' (unseeded)."""
+    if value is None or isinstance(value, int):
+        return value
+    if value.strip().lower() in ("none", "null"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise PadError(f"--seed {value!r} is not a whole number or 'none'") from None
+
+
+def decode_configs(config: str | Path | None, overrides: dict) -> tuple[DecodeConfig, list[DecodeConfig], bool]:
+    """The settings of one `pad decode` call: (the base config, one config per run, whether they came from the
+    reference's run-config lines). `config` is a YAML recipe or a run-config file; `overrides` are the command
+    line's values (None: not given)."""
+    path = Path(config) if config is not None else None
+    if path is not None and not path.is_file():
+        raise PadError(f"config file {str(path)!r} does not exist")
+    is_recipe = path is not None and path.suffix in (".yaml", ".yml")
+    base = load_decode_recipe(path) if is_recipe else DecodeConfig()
+    base = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if path is not None and not is_recipe:
+        return base, load_run_lines(path, base), True
+    return base, [base], False

@@ -1,32 +1,46 @@
-"""The cached, batched PAD decoding loop.
+"""The cached, batched PAD decoding engine.
 
-Both models run incrementally with their own KV caches. A batch of B prompts becomes B base
-"streams" and S PersRM streams (one per row and active principle, plus one unprincipled stream per
-row when the reference policy is the PersRM). Each model's streams are left-padded together, so a
-step costs one forward of each model, whatever the number of principles. Rows that finish are
-dropped from both caches, so the batch shrinks instead of decoding padding.
+Three parts (docs/style.md):
+- streams (`pad.decode.streams`): one model's left-padded sequences and KV cache; rows join and leave;
+- the PAD guide (`pad.decode.scoring.guided_scores`): given the base's candidates for every row and the
+  PersRM's logits, each row's guided score over its candidates;
+- the batch (`DecodeBatch`): who is live, who joins, who finished; one `step()` makes one token for every
+  live row. `PADDecoder.generate`, `pad decode` and a server all drive the same batch.
+
+Every row owns a few sequences ("slots"): its base sequence, one PersRM sequence per active principle, and
+for the references `persrm` / `prompted-base` one reference sequence per row / per principle. On the two-
+model path the base's slots are rows of the base model's stream and the PersRM's slots rows of the PersRM's
+stream; on the shared-backbone path (a LoRA PersRM on the base itself) all slots are rows of one stream,
+the PersRM's with the adapter on. Either way a step costs one forward per model, whatever the number of
+principles, and finished rows leave every cache at once.
 """
 
 from __future__ import annotations
 
-import inspect
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from pad.decode.scoring import guided_scores, select_tokens
+from pad.decode.scoring import guided_scores, row_key, row_uniforms, select_tokens
+from pad.decode.streams import SliceLoRA, Stream
 from pad.errors import PadError
 from pad.principles import DEFAULT_TEMPLATE, Message, Principle, check_template, join_principles, principle_prompt
 
 REFERENCES = ("base", "persrm", "prompted-base")
 MODES = ("greedy", "sample")
+BACKBONES = ("auto", "shared", "separate")
 
 
 @dataclass
 class SamplingSettings:
-    """How one run decodes. Validated on creation."""
+    """How one run decodes. Validated on creation.
+
+    seed: the run's sampling seed; a row's samples depend only on it and the row's id. None: unseeded
+    (a fresh random seed per batch).
+    """
 
     topk: int = 10
     mode: str = "greedy"
@@ -43,11 +57,16 @@ class SamplingSettings:
             raise PadError(f"temperature must be > 0, got {self.temperature!r}")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise PadError(f"max_new_tokens must be >= 1, got {self.max_new_tokens!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise PadError(f"seed must be a whole number or None (unseeded), got {self.seed!r}")
 
 
 @dataclass
 class DecodeRequest:
-    """One prompt (a string or chat messages) and the principles that guide it."""
+    """One prompt (a string or chat messages) and the principles that guide it.
+
+    id: names the row in results, and keys its random stream when sampling (None: its position in the call).
+    """
 
     prompt: str | list[Message]
     principles: list[Principle] = field(default_factory=list)
@@ -59,13 +78,22 @@ class DecodeResult:
     id: str | None
     token_ids: list[int]
     text: str
-    finish_reason: str  # "eos", "length" or "skipped"
+    finish_reason: str  # "eos", "length", "skipped" (longer than the context) or "cancelled"
     model_input: str  # the exact text the base model read
     persrm_inputs: list[str]
-    seconds: float
+    seconds: float  # from the row's admission to its end
 
 
-def _context_size(model) -> int | None:
+def end_token_ids(model, tokenizer) -> list[int]:
+    """Every token that ends a row: the generation config's end ids and the tokenizer's end-of-sequence."""
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(gen if isinstance(gen, list) else [gen] if gen is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(int(i) for i in ids)
+
+
+def context_size(model) -> int | None:
     cfg = model.config
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         v = getattr(cfg, name, None)
@@ -74,53 +102,8 @@ def _context_size(model) -> int | None:
     return None
 
 
-class _Stream:
-    """One model's batch of left-padded sequences and its KV cache."""
-
-    def __init__(self, model, pad_id: int):
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.pad_id = pad_id
-        core = model.get_base_model() if hasattr(model, "get_base_model") else model
-        # transformers 5 renamed `past_key_values` to `cache`; support both.
-        self.cache_kw = "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
-        self.cache = None
-
-    def prefill(self, seqs: Sequence[list[int]]) -> torch.Tensor:
-        """Run the prompts; (N, V) logits of the last position."""
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):  # left padding: the last real token sits at -1 for every row
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-        self.mask = mask.to(self.device)
-        self.next_pos = torch.tensor([len(s) for s in seqs], device=self.device)  # (N,)
-        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
-        return self._forward(ids.to(self.device), pos, None)
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one token per row, (N,); returns (N, V) logits."""
-        ones = torch.ones((self.mask.shape[0], 1), dtype=self.mask.dtype, device=self.device)
-        self.mask = torch.cat([self.mask, ones], dim=1)
-        pos = self.next_pos[:, None]
-        self.next_pos = self.next_pos + 1
-        return self._forward(tokens.to(self.device)[:, None], pos, self.cache)
-
-    def keep(self, idx: torch.Tensor) -> None:
-        """Drop every row not in `idx` from the cache and the masks."""
-        idx = idx.to(self.device)
-        self.cache.batch_select_indices(idx)
-        self.mask = self.mask[idx]
-        self.next_pos = self.next_pos[idx]
-
-    def _forward(self, ids, pos, cache) -> torch.Tensor:
-        out = self.model(
-            input_ids=ids, attention_mask=self.mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-            **{self.cache_kw: cache},
-        )
-        self.cache = out["cache"] if "cache" in out else out["past_key_values"]
-        return out.logits[:, -1, :]  # (N, V)
+def _peft_base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else None
 
 
 class PADDecoder:
@@ -134,6 +117,9 @@ class PADDecoder:
         principle stream's own prompt, the reference DPO trained against (an extra base stream per
         principle stream, in the base's batch).
     base_sees_principles: whether the base reads the principle prompt too (the reference: yes).
+    backbone: "shared" runs base and PersRM rows in one forward of one model: the PersRM must be a PEFT
+        LoRA model on this very base (pass the PEFT model as both `base` and `persrm`, or the base and a
+        PEFT model wrapping it); "separate" runs two models; "auto" picks shared where it applies.
     """
 
     def __init__(
@@ -145,28 +131,48 @@ class PADDecoder:
         template: str = DEFAULT_TEMPLATE,
         reference: str = "base",
         base_sees_principles: bool = True,
+        backbone: str = "auto",
     ):
         if reference not in REFERENCES:
             raise PadError(f"reference {reference!r} is not one of {', '.join(REFERENCES)}")
-        self.base, self.tok = base.eval(), tokenizer
-        self.persrm = persrm.eval() if persrm is not None else None
+        if backbone not in BACKBONES:
+            raise PadError(f"backbone {backbone!r} is not one of {', '.join(BACKBONES)}")
+        self.tok = tokenizer
         self.rm_tok = rm_tokenizer or tokenizer
         self.template = check_template(template)
         self.reference = reference
         self.base_sees_principles = base_sees_principles
-        if self.persrm is not None and self.rm_tok is not self.tok and self.rm_tok.get_vocab() != self.tok.get_vocab():
+        if persrm is not None and self.rm_tok is not self.tok and self.rm_tok.get_vocab() != self.tok.get_vocab():
             raise PadError(
                 "the base model and the PersRM have different vocabularies; PAD needs one shared tokenizer "
                 "(cross-tokenizer guidance is not supported yet)"
             )
-        gen_eos = getattr(base.generation_config, "eos_token_id", None)
-        eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-        if tokenizer.eos_token_id is not None:
-            eos.add(tokenizer.eos_token_id)
-        self.eos_ids = torch.tensor(sorted(eos), dtype=torch.long)
+        # One backbone: the PersRM is a PEFT model whose base model is the base itself.
+        # (A plain model given as both is still two streams of that one model, as the reference runs it.)
+        wraps_base = persrm is not None and _peft_base(persrm) is not None and (persrm is base or _peft_base(persrm) is base)
+        if backbone == "shared" and not wraps_base:
+            reason = SliceLoRA.why_not(persrm) if persrm is not None else "there is no PersRM"
+            raise PadError(f"the shared backbone cannot apply: {reason or 'the PersRM wraps another base model'}")
+        if wraps_base:
+            if backbone == "separate":
+                raise PadError("backbone 'separate' needs two models, but the PersRM's adapter is injected into "
+                               "this very base; load the PersRM on its own copy of the base")
+            # one set of hooks per model, however many decoders drive it
+            if getattr(persrm, "_pad_slice_lora", None) is None:
+                persrm._pad_slice_lora = SliceLoRA(persrm)
+            self.shared = persrm._pad_slice_lora
+            self.backbone = "shared"
+            self.base = self.persrm = persrm.eval()
+        else:
+            self.shared = None
+            self.backbone = "separate" if persrm is not None else "none"
+            self.base = base.eval()
+            self.persrm = persrm.eval() if persrm is not None else None
+        self.eos_ids = torch.tensor(end_token_ids(base, tokenizer), dtype=torch.long)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
         self.vocab = base.get_output_embeddings().weight.shape[0]
+        self.device = next(self.base.parameters()).device
 
     def texts(self, req: DecodeRequest) -> tuple[str, list[str], str | None]:
         """(base input, PersRM inputs per active principle, PersRM reference input or None)."""
@@ -180,6 +186,13 @@ class PADDecoder:
         ref_text = principle_prompt(self.rm_tok, req.prompt, None, self.template) if self.reference == "persrm" else None
         return base_text, rm_texts, ref_text
 
+    def batch(self, settings: SamplingSettings | None = None) -> DecodeBatch:
+        """An empty running batch: admit requests, step, collect finished rows."""
+        s = settings or SamplingSettings()
+        if s.topk > self.vocab:
+            raise PadError(f"topk {s.topk} is larger than the vocabulary ({self.vocab} tokens)")
+        return DecodeBatch(self, s)
+
     @torch.inference_mode()
     def generate(
         self,
@@ -188,135 +201,249 @@ class PADDecoder:
         on_token: Callable[[int], None] | None = None,
     ) -> list[DecodeResult]:
         """Decode a batch of requests; results in the same order. `on_token(n)` reports n new tokens."""
-        s = settings or SamplingSettings()
-        if s.topk > self.vocab:
-            raise PadError(f"topk {s.topk} is larger than the vocabulary ({self.vocab} tokens)")
-        t0 = time.perf_counter()
-        B = len(requests)
-        enc = lambda tok, text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        base_texts, base_ids, limits = [], [], []
-        rm_texts: list[list[str]] = []
-        rm_ids, rm_owner, rm_weight, ref_ids = [], [], [], []
-        ctx_b = _context_size(self.base)
-        ctx_r = _context_size(self.persrm) if self.persrm is not None else None
-        for b, req in enumerate(requests):
-            bt, rts, reft = self.texts(req)
-            base_texts.append(bt)
-            rm_texts.append(rts + ([reft] if reft else []))
-            ids = enc(self.tok, bt)
-            base_ids.append(ids)
-            lim = s.max_new_tokens if ctx_b is None else min(s.max_new_tokens, ctx_b - len(ids))
-            active = [p for p in req.principles if p.weight != 0]
-            for p, text in zip(active, rts):
-                rid = enc(self.rm_tok, text)
-                if ctx_r is not None:
-                    lim = min(lim, ctx_r - len(rid))
-                rm_ids.append(rid)
-                rm_owner.append(b)
-                rm_weight.append(p.weight)
-            if reft:
-                rid = enc(self.rm_tok, reft)
-                if ctx_r is not None:
-                    lim = min(lim, ctx_r - len(rid))
-                ref_ids.append((b, rid))
-            limits.append(lim)
-
-        results: list[DecodeResult | None] = [None] * B
-        for b in range(B):
-            if limits[b] < 1:
-                results[b] = DecodeResult(requests[b].id, [], "", "skipped", base_texts[b], rm_texts[b], 0.0)
-        live = [b for b in range(B) if results[b] is None]
-        if not live:
-            return results  # type: ignore[return-value]
-
-        # Keep only the streams of rows that fit the context.
-        keep_stream = [i for i, o in enumerate(rm_owner) if results[o] is None]
-        pos_of = {b: i for i, b in enumerate(live)}
-        rm_ids = [rm_ids[i] for i in keep_stream]
-        owner = torch.tensor([pos_of[rm_owner[i]] for i in keep_stream], dtype=torch.long)
-        weight = torch.tensor([rm_weight[i] for i in keep_stream], dtype=torch.float32)
-        ref_rows = [(pos_of[b], rid) for b, rid in ref_ids if results[b] is None]
-
-        dev = next(self.base.parameters()).device
-        guided = len(rm_ids) > 0
-        # Every stream of either model belongs to one row (`*_owner`), so finished rows are shed from both
-        # caches the same way. The base's streams are the rows, then, for "prompted-base", a copy of every
-        # principle stream: the base reading that stream's principle prompt, its reference.
-        prompted = guided and self.reference == "prompted-base"
-        n_rows = len(live)
-        owner, weight = owner.to(dev), weight.to(dev)
-        base_owner = torch.cat([torch.arange(n_rows, device=dev), owner if prompted else owner[:0]])
-        base = _Stream(self.base, self.pad_id)
-        zb_all = base.prefill([base_ids[b] for b in live] + (rm_ids if prompted else []))
-        if guided:
-            rm = _Stream(self.persrm, self.pad_id)
-            # One PersRM batch: principle streams first, then the reference streams (if any).
-            zr_all = rm.prefill(rm_ids + [rid for _, rid in ref_rows]).to(dev)
-            ref_owner = torch.tensor([r for r, _ in ref_rows], dtype=torch.long, device=dev)
-            all_owner = torch.cat([owner, ref_owner])  # (S_all,) row of every PersRM stream
-
-        def reference_index() -> torch.Tensor | None:
-            """(S,) each principle stream's row in the reference logits; None: the base rows themselves."""
-            if self.reference == "persrm":  # the stream's row's one reference stream
-                slot = torch.empty(n_rows, dtype=torch.long, device=dev)
-                slot[ref_owner] = torch.arange(ref_owner.shape[0], device=dev)
-                return slot[owner]
-            return torch.arange(owner.shape[0], device=dev) if prompted else None
-
-        ref_index = reference_index() if guided else None
-        gen = None
-        if s.mode == "sample":
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(0 if s.seed is None else s.seed)
-        eos = self.eos_ids.to(dev)
-        rows = torch.tensor(live, dtype=torch.long, device=dev)  # original index of each live row
-        limit = torch.tensor([limits[b] for b in live], device=dev)
-        # (B, longest limit) generated ids; every live row makes one token per step, so a row that
-        # finishes at step t owns out[b, :t]. Filled with one indexed write per step, no Python loop.
-        out = torch.empty((B, max(limits[b] for b in live)), dtype=torch.long, device=dev)
-        step = 0
-        while True:
-            zb = zb_all[:n_rows]  # (B', V)
-            if guided:
-                S = owner.shape[0]
-                zref = zb_all[n_rows:] if prompted else zr_all[S:] if self.reference == "persrm" else None
-                cand, score = guided_scores(zb, zr_all[:S], owner, weight, s.topk, zref, ref_index)
-            else:
-                cand, score = guided_scores(zb, None, None, None, s.topk)
-            nxt = select_tokens(cand, score, s.mode, s.temperature, gen)  # (B',)
-            out[rows, step] = nxt
-            step += 1
+        batch = self.batch(settings)
+        keys = batch.admit(requests)
+        results: dict[int, DecodeResult] = {}
+        for key, res in batch.finished():
+            results[key] = res
+        while batch.live:
+            n = batch.live
+            for key, res in batch.step():
+                results[key] = res
             if on_token is not None:
-                on_token(nxt.shape[0])
-            is_eos = torch.isin(nxt, eos)
-            done = is_eos | (step >= limit)
-            if bool(done.any()):
-                now = time.perf_counter() - t0
-                for i in done.nonzero().flatten().tolist():
-                    b = int(rows[i])
-                    toks = out[b, :step].tolist()
-                    reason = "eos" if bool(is_eos[i]) else "length"
-                    text = self.tok.decode(toks[:-1] if reason == "eos" else toks, skip_special_tokens=True)
-                    results[b] = DecodeResult(requests[b].id, toks, text, reason, base_texts[b], rm_texts[b], now)
-                if bool(done.all()):
-                    break
-                keep = (~done).nonzero().flatten()  # (B'',) surviving positions
-                rows, limit, nxt = rows[keep], limit[keep], nxt[keep]
-                n_rows = keep.shape[0]
-                remap = torch.full((done.shape[0],), -1, dtype=torch.long, device=dev)
-                remap[keep] = torch.arange(n_rows, device=dev)
-                b_keep = (remap[base_owner] >= 0).nonzero().flatten()
-                base.keep(b_keep)
-                base_owner = remap[base_owner[b_keep]]
-                if guided:
-                    s_keep = (remap[all_owner] >= 0).nonzero().flatten()
-                    rm.keep(s_keep)
-                    all_owner = remap[all_owner[s_keep]]
-                    n_principle = int((s_keep < owner.shape[0]).sum())
-                    owner, weight = all_owner[:n_principle], weight[s_keep[:n_principle]]
-                    ref_owner = all_owner[n_principle:]
-                    ref_index = reference_index()
-            zb_all = base.step(nxt[base_owner])
-            if guided:
-                zr_all = rm.step(nxt.to(rm.device)[all_owner.to(rm.device)]).to(dev)
-        return results  # type: ignore[return-value]
+                on_token(n)
+        return [results[k] for k in keys]
+
+
+@dataclass
+class _Slot:
+    """One sequence a row owns in a stream."""
+
+    row: int  # the row's key in the batch
+    role: str  # "base", "principle", "ref" (PersRM without principles) or "prompted" (base, principle prompt)
+    weight: float = 0.0
+    pair: int = -1  # principle streams and their "prompted" references share a number
+
+
+@dataclass
+class _Row:
+    key: int
+    request: DecodeRequest
+    base_text: str
+    rm_texts: list[str]
+    limit: int
+    started: float
+
+
+class DecodeBatch:
+    """A running batch of rows: `admit` adds rows between steps, `step` makes one token for every live
+    row, finished rows leave at once. Greedy results of a row do not depend on which rows share the batch
+    or when they joined; sampled ones depend only on the seed and the row's id.
+    """
+
+    def __init__(self, decoder: PADDecoder, settings: SamplingSettings):
+        self.dec, self.s = decoder, settings
+        self.seed = settings.seed if settings.seed is not None else secrets.randbits(31)
+        self.dev = decoder.device
+        self.eos = decoder.eos_ids.to(self.dev)
+        d = decoder
+        self.base_stream = Stream(d.base, d.pad_id, lora=d.shared)
+        if d.shared is not None:
+            self.rm_stream = self.base_stream  # one model: PersRM slots are its adapter rows
+        else:
+            self.rm_stream = Stream(d.persrm, d.pad_id) if d.persrm is not None else None
+        self.streams = [self.base_stream] + ([self.rm_stream] if self.rm_stream not in (None, self.base_stream) else [])
+        self.slots: dict[int, list[_Slot]] = {id(st): [] for st in self.streams}
+        self.rows: list[_Row] = []  # live rows in position order
+        self.done: list[tuple[int, DecodeResult]] = []  # finished since the last collection
+        self._next_key = 0
+        self._next_pair = 0
+        self._cancelled: set[int] = set()
+        self.ctx_b = context_size(d.base)
+        self.ctx_r = context_size(d.persrm) if d.persrm is not None else None
+        # per live row, (B,) each: tokens made so far, the token cap, the random key
+        self.n_gen = torch.zeros(0, dtype=torch.long, device=self.dev)
+        self.limit = torch.zeros(0, dtype=torch.long, device=self.dev)
+        self.rkey = torch.zeros(0, dtype=torch.long, device=self.dev)
+        self.out = torch.zeros((0, 1), dtype=torch.long, device=self.dev)  # (B, longest limit) tokens made
+        self.tokens = 0  # tokens made by all rows
+
+    @property
+    def live(self) -> int:
+        return len(self.rows)
+
+    # -- rows join ---------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def admit(self, requests: Sequence[DecodeRequest]) -> list[int]:
+        """Prefill the requests and add them to the batch; returns their keys. A prompt that leaves no room
+        in a model's context finishes at once as "skipped"."""
+        d, s = self.dec, self.s
+        enc = lambda tok, text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        keys, new_rows = [], []
+        plain: list[tuple[list[int], _Slot]] = []  # base model sequences
+        adapter: list[tuple[list[int], _Slot]] = []  # PersRM sequences
+        now = time.perf_counter()
+        for i, req in enumerate(requests):
+            key = self._next_key
+            self._next_key += 1
+            keys.append(key)
+            bt, rts, reft = d.texts(req)
+            ids = enc(d.tok, bt)
+            lim = s.max_new_tokens if self.ctx_b is None else min(s.max_new_tokens, self.ctx_b - len(ids))
+            mine_plain = [(ids, _Slot(key, "base"))]
+            mine_rm = []
+            for p, text in zip([p for p in req.principles if p.weight != 0], rts):
+                rid = enc(d.rm_tok, text)
+                pair = self._next_pair
+                self._next_pair += 1
+                mine_rm.append((rid, _Slot(key, "principle", p.weight, pair)))
+                if d.reference == "prompted-base":  # the base reading the same principle prompt
+                    mine_plain.append((rid, _Slot(key, "prompted", 0.0, pair)))
+                if self.ctx_r is not None:
+                    lim = min(lim, self.ctx_r - len(rid))
+            if reft:
+                rid = enc(d.rm_tok, reft)
+                mine_rm.append((rid, _Slot(key, "ref")))
+                if self.ctx_r is not None:
+                    lim = min(lim, self.ctx_r - len(rid))
+            if lim < 1:
+                self.done.append((key, DecodeResult(req.id, [], "", "skipped", bt, rts + ([reft] if reft else []),
+                                                     0.0)))
+                continue
+            plain += mine_plain
+            adapter += mine_rm
+            rid_text = req.id if req.id is not None else str(i)
+            new_rows.append((_Row(key, req, bt, rts + ([reft] if reft else []), lim, now), row_key(self.seed, rid_text)))
+        if not new_rows:
+            return keys
+        self._add_slots(self.base_stream, [x for x, _ in plain], [sl for _, sl in plain],
+                        *(([x for x, _ in adapter], [sl for _, sl in adapter]) if self.rm_stream is self.base_stream
+                          else ((), [])))
+        if self.rm_stream is not None and self.rm_stream is not self.base_stream:
+            self._add_slots(self.rm_stream, [x for x, _ in adapter], [sl for _, sl in adapter])
+        self.rows += [r for r, _ in new_rows]
+        dev = self.dev
+        n = len(new_rows)
+        width = max(self.out.shape[1], max(r.limit for r, _ in new_rows))
+        self.out = torch.cat([torch.nn.functional.pad(self.out, (0, width - self.out.shape[1])),
+                              torch.zeros((n, width), dtype=torch.long, device=dev)])
+        self.n_gen = torch.cat([self.n_gen, torch.zeros(n, dtype=torch.long, device=dev)])
+        self.limit = torch.cat([self.limit, torch.tensor([r.limit for r, _ in new_rows], device=dev)])
+        self.rkey = torch.cat([self.rkey, torch.tensor([k for _, k in new_rows], dtype=torch.long, device=dev)])
+        self._index()
+        return keys
+
+    def _add_slots(self, stream: Stream, plain_ids, plain_slots, adapter_ids=(), adapter_slots=()) -> None:
+        if not plain_ids and not adapter_ids:
+            return
+        stream.add(plain_ids, adapter_ids)
+        old = self.slots[id(stream)]
+        n_plain_old = stream.n_plain - len(plain_ids)
+        # the same order Stream.add gives its rows
+        self.slots[id(stream)] = old[:n_plain_old] + list(plain_slots) + old[n_plain_old:] + list(adapter_slots)
+
+    def cancel(self, key: int) -> None:
+        """Stop a live row at the next step; it finishes as "cancelled" with the tokens it has."""
+        self._cancelled.add(key)
+
+    def finished(self) -> list[tuple[int, DecodeResult]]:
+        """Rows finished since the last call (by step, skip at admission or cancel), as (key, result)."""
+        out, self.done = self.done, []
+        return out
+
+    # -- one step ----------------------------------------------------------------------------------
+
+    def _index(self) -> None:
+        """Rebuild the index tensors that map slots to rows; runs only when rows join or leave."""
+        pos = {r.key: i for i, r in enumerate(self.rows)}
+        base_idx = [0] * len(self.rows)
+        pr_idx, owner, weight, pair_of = [], [], [], []
+        ref_of_row, ref_of_pair = {}, {}
+        feeds, offset = [], 0
+        self.running = [st for st in self.streams if self.slots[id(st)]]  # streams with rows
+        for st in self.running:
+            slots = self.slots[id(st)]
+            for j, sl in enumerate(slots):
+                g = offset + j
+                if sl.role == "base":
+                    base_idx[pos[sl.row]] = g
+                elif sl.role == "principle":
+                    pr_idx.append(g)
+                    owner.append(pos[sl.row])
+                    weight.append(sl.weight)
+                    pair_of.append(sl.pair)
+                elif sl.role == "ref":
+                    ref_of_row[sl.row] = g
+                else:
+                    ref_of_pair[sl.pair] = g
+            feeds.append(torch.tensor([pos[sl.row] for sl in slots], dtype=torch.long, device=self.dev))
+            offset += len(slots)
+        dev = self.dev
+        self.feeds = feeds
+        self.base_idx = torch.tensor(base_idx, dtype=torch.long, device=dev)
+        self.pr_idx = torch.tensor(pr_idx, dtype=torch.long, device=dev)
+        self.owner = torch.tensor(owner, dtype=torch.long, device=dev)
+        self.weight = torch.tensor(weight, dtype=torch.float32, device=dev)
+        if self.dec.reference == "persrm":
+            keys = [self.rows[o].key for o in owner]
+            self.ref_idx = torch.tensor([ref_of_row[k] for k in keys], dtype=torch.long, device=dev)
+        elif self.dec.reference == "prompted-base":
+            self.ref_idx = torch.tensor([ref_of_pair[p] for p in pair_of], dtype=torch.long, device=dev)
+        else:
+            self.ref_idx = None
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[int, DecodeResult]]:
+        """Make one token for every live row; returns the rows that finished, as (key, result)."""
+        if self._cancelled:
+            self._finish(torch.tensor([r.key in self._cancelled for r in self.rows], device=self.dev), None)
+            self._cancelled.clear()
+        if not self.rows:
+            return self.finished()
+        s = self.s
+        # (N, V) every slot's next-token logits, the streams' rows one after the other
+        z = self.running[0].logits if len(self.running) == 1 else torch.cat([st.logits.to(self.dev) for st in self.running])
+        zb = z[self.base_idx]  # (B, V)
+        guided = self.pr_idx.numel() > 0
+        cand, score = guided_scores(zb, z if guided else None, self.owner, self.weight, s.topk,
+                                    z if self.ref_idx is not None else None, self.ref_idx, self.pr_idx)
+        u = row_uniforms(self.rkey, self.n_gen) if s.mode == "sample" else None
+        nxt = select_tokens(cand, score, s.mode, s.temperature, u)  # (B,)
+        B = nxt.shape[0]
+        self.out[torch.arange(B, device=self.dev), self.n_gen] = nxt
+        self.n_gen += 1
+        self.tokens += B
+        is_eos = torch.isin(nxt, self.eos)
+        done = is_eos | (self.n_gen >= self.limit)
+        if bool(done.any()):
+            nxt = self._finish(done, is_eos, nxt)
+        if self.rows:
+            for st, feed in zip(self.running, self.feeds):
+                st.step(nxt[feed].to(st.device))
+        return self.finished()
+
+    def _finish(self, done: torch.Tensor, is_eos: torch.Tensor | None, nxt: torch.Tensor | None = None):
+        """Record the rows marked in `done` (B,) and drop them from every stream; returns `nxt` of the rest."""
+        if not bool(done.any()):
+            return nxt
+        now = time.perf_counter()
+        d = self.dec
+        for i in done.nonzero().flatten().tolist():
+            row = self.rows[i]
+            toks = self.out[i, : int(self.n_gen[i])].tolist()
+            reason = "cancelled" if is_eos is None else "eos" if bool(is_eos[i]) else "length"
+            text = d.tok.decode(toks[:-1] if reason == "eos" else toks, skip_special_tokens=True)
+            self.done.append((row.key, DecodeResult(row.request.id, toks, text, reason, row.base_text, row.rm_texts,
+                                                    now - row.started)))
+        keep = (~done).nonzero().flatten()  # (B',) surviving positions
+        alive = {self.rows[i].key for i in keep.tolist()}
+        self.rows = [self.rows[i] for i in keep.tolist()]
+        self.out, self.n_gen, self.limit, self.rkey = self.out[keep], self.n_gen[keep], self.limit[keep], self.rkey[keep]
+        for st in self.streams:
+            slots = self.slots[id(st)]
+            kept = [j for j, sl in enumerate(slots) if sl.row in alive]
+            st.keep(torch.tensor(kept, dtype=torch.long))
+            self.slots[id(st)] = [slots[j] for j in kept]
+        self._index()
+        return nxt[keep] if nxt is not None else None

@@ -23,11 +23,13 @@ from pad.principles import Principle, render_instruction
 class PromptRow:
     id: str
     prompt: str | list[dict[str, str]]
-    principles: list[Principle] | None = None  # None: the run's principles
+    principles: list[Principle] | None = None  # None: the run's principles; a weight None: the run's weight
 
 
-def parse_principle_field(value: Any, default_weight: float, where: str) -> list[Principle]:
-    """A row's `principle`: 'harmless', 'harmless=1.5', a list of those, or {"harmless": 1.5}."""
+def parse_principle_field(value: Any, default_weight: float | None, where: str) -> list[Principle]:
+    """A row's `principle`: 'harmless', 'harmless=1.5', a list of those, or {"harmless": 1.5}.
+
+    A principle without a weight gets `default_weight`; None leaves it to the run (each run line's weight)."""
     try:
         if isinstance(value, str):
             return [Principle.parse(value, default_weight)]
@@ -45,7 +47,7 @@ def parse_principle_field(value: Any, default_weight: float, where: str) -> list
     raise PadError(f"{where}: `principle` must be a string, a list of strings or a name: weight mapping")
 
 
-def rows_from_objects(objs: list[tuple[str, Any]], default_weight: float) -> list[PromptRow]:
+def rows_from_objects(objs: list[tuple[str, Any]], default_weight: float | None = None) -> list[PromptRow]:
     """Validate (location, object) pairs into prompt rows; ids default to the position."""
     rows, seen = [], {}
     for i, (where, obj) in enumerate(objs):
@@ -67,7 +69,7 @@ def rows_from_objects(objs: list[tuple[str, Any]], default_weight: float) -> lis
     return rows
 
 
-def load_prompts(path: str | Path, default_weight: float = 1.0) -> list[PromptRow]:
+def load_prompts(path: str | Path, default_weight: float | None = None) -> list[PromptRow]:
     path = Path(path)
     if not path.is_file():
         raise PadError(f"prompts file {str(path)!r} does not exist")

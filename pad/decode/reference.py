@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from pad.decode.engine import end_token_ids
 from pad.principles import DEFAULT_TEMPLATE, Principle, join_principles, principle_prompt
 
 
@@ -25,14 +26,17 @@ def reference_decode(
     base_sees_principles: bool = True,
     stop_at_eos: bool = True,
 ) -> list[int]:
-    """Greedy PAD tokens for one prompt, stopping at end-of-sequence (kept) or `max_new_tokens`."""
+    """Greedy PAD tokens for one prompt, stopping at an end token (kept) or `max_new_tokens`.
+
+    The end tokens are the engine's (`end_token_ids`): the base's generation config and the tokenizer's.
+    """
     active = [p for p in principles if p.weight != 0]
     joined = join_principles([p.name for p in principles]) or None
     enc = lambda text: tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]  # noqa: E731
     base_ids = enc(principle_prompt(tokenizer, prompt, joined if base_sees_principles else None, template))
     rm_ids = [enc(principle_prompt(tokenizer, prompt, p.name, template)) for p in active]
     ref_ids = enc(principle_prompt(tokenizer, prompt, None, template))
-    eos = tokenizer.eos_token_id
+    eos = set(end_token_ids(base, tokenizer))
     out: list[int] = []
     for _ in range(max_new_tokens):
         z_b = base(base_ids).logits[0, -1].float()
@@ -48,7 +52,7 @@ def reference_decode(
                 score += p.weight * (torch.log_softmax(z_r[cand], dim=0) - torch.log_softmax(z_ref[cand], dim=0))
         token = int(cand[torch.argmax(score)])
         out.append(token)
-        if stop_at_eos and token == eos:
+        if stop_at_eos and token in eos:
             break
         new = torch.tensor([[token]])
         base_ids = torch.cat([base_ids, new], dim=1)

@@ -12,6 +12,7 @@ from pad.decode.config import DecodeConfig
 from pad.decode.engine import DecodeRequest, DecodeResult, PADDecoder, SamplingSettings
 from pad.decode.io import PromptRow, RunWriter
 from pad.errors import PadError
+from pad.principles import Principle
 
 log = logging.getLogger("pad.decode")
 
@@ -32,16 +33,23 @@ class RunSummary:
 
 
 class Models:
-    """The loaded base model, PersRM and tokenizers, shared by every run of one invocation."""
+    """The loaded base model, PersRM and tokenizers, shared by every run of one invocation.
+
+    Where the PersRM is a LoRA adapter on the very base model (`cfg.backbone` auto or shared), the base loads
+    once and holds the adapter: base and PersRM rows then run in one forward (`backbone == "shared"`).
+    Otherwise the PersRM loads as a second model, a LoRA adapter merged into its own copy of the base.
+    `backbone_note` says why the shared path did not apply, where it did not.
+    """
 
     def __init__(self, cfg: DecodeConfig, need_rm: bool):
         from pad.models import load_causal_lm, load_tokenizer, read_pad_config, resolve_device, resolve_dtype
 
         device = resolve_device(cfg.device)
-        self.base = load_causal_lm(cfg.llm, device, resolve_dtype(cfg.dtype, device))
+        dtype = resolve_dtype(cfg.dtype, device)
         self.tok = load_tokenizer(cfg.llm)
         self.rm = self.rm_tok = None
         self.rm_spec = None
+        self.backbone, self.backbone_note = "none", None
         spec = cfg.rm
         if spec is None:
             try:
@@ -53,11 +61,68 @@ class Models:
         # otherwise; read even when no principle weighs anything, so that w = 0 equals vanilla decoding.
         hint = ((read_pad_config(spec) or {}).get("decode") or {}).get("base_sees_principles") if spec else None
         self.base_sees_principles = hint if isinstance(hint, bool) else True
-        if need_rm:
-            rm_device = resolve_device(cfg.rm_device or cfg.device)
-            self.rm = load_causal_lm(spec, rm_device, resolve_dtype(cfg.rm_dtype or cfg.dtype, rm_device))
-            self.rm_tok = load_tokenizer(spec)
-            self.rm_spec = str(spec)
+        if not need_rm:
+            self.base = load_causal_lm(cfg.llm, device, dtype)
+            return
+        rm_device = resolve_device(cfg.rm_device or cfg.device)
+        rm_dtype = resolve_dtype(cfg.rm_dtype or cfg.dtype, rm_device)
+        self.rm_spec = str(spec)
+        self.rm_tok = load_tokenizer(spec)
+        reason = None if cfg.backbone == "separate" else shared_blocker(cfg.llm, spec, device, rm_device, dtype, rm_dtype)
+        self.base = load_causal_lm(cfg.llm, device, dtype)
+        if cfg.backbone != "separate" and reason is None:
+            reason = recorded_base_differs(self.base, cfg.llm, spec, device, dtype)
+        if cfg.backbone == "shared" and reason is not None:
+            raise PadError(f"--backbone shared cannot apply: {reason}")
+        if cfg.backbone != "separate" and reason is None:
+            from peft import PeftModel
+
+            self.base = self.rm = PeftModel.from_pretrained(self.base, str(spec)).eval()
+            self.backbone = "shared"
+            return
+        self.backbone = "separate"
+        self.backbone_note = reason if cfg.backbone == "auto" else None
+        self.rm = load_causal_lm(spec, rm_device, rm_dtype)
+        if hasattr(self.rm, "merge_and_unload"):
+            # A second model anyway: fold the adapter in, so that a step costs a plain forward.
+            self.rm = self.rm.merge_and_unload().eval()
+
+
+def shared_blocker(llm: str, rm: str, device: str, rm_device: str, dtype, rm_dtype) -> str | None:
+    """Why base and PersRM cannot share one backbone, from the settings alone (None: they may)."""
+    from pad.models import is_adapter
+
+    if not is_adapter(rm):
+        kind = "a GGUF file" if str(rm).endswith(".gguf") else "a merged or standalone checkpoint"
+        return f"the PersRM {rm} is {kind}, not a LoRA adapter folder"
+    if rm_device != device:
+        return f"the base is on {device} and the PersRM on {rm_device}"
+    if rm_dtype != dtype:
+        return f"the base runs in {str(dtype).removeprefix('torch.')} and the PersRM in {str(rm_dtype).removeprefix('torch.')}"
+    return None
+
+
+def recorded_base_differs(base, llm: str, adapter: str, device: str, dtype) -> str | None:
+    """Whether the adapter's recorded base holds other weights than `base` (loaded from `llm`); None: the same.
+
+    The same name loads the same weights. Under another name the recorded base is loaded and compared
+    tensor by tensor, so a copy of the base in another folder still shares, and another model never does.
+    """
+    import torch
+
+    from pad.models import adapter_base, load_causal_lm
+
+    recorded = adapter_base(adapter)
+    if recorded == llm or (Path(recorded).exists() and Path(llm).exists() and Path(recorded).resolve() == Path(llm).resolve()):
+        return None
+    try:
+        other = load_causal_lm(recorded, device, dtype)
+    except PadError as e:
+        return f"the adapter records base {recorded!r}, which cannot be loaded to compare with {llm!r} ({e})"
+    mine, theirs = base.state_dict(), other.state_dict()
+    same = mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    del other
+    return None if same else f"the adapter was trained on {recorded!r}, whose weights differ from {llm!r}"
 
 
 def default_persrm(llm: str) -> str:
@@ -70,9 +135,16 @@ def default_persrm(llm: str) -> str:
     raise PadError("principles need a PersRM: pass --rm (a merged checkpoint or a LoRA adapter folder)")
 
 
+def row_principles(row: PromptRow, cfg: DecodeConfig, defaults: list[Principle] | None = None) -> list[Principle]:
+    """The principles that guide `row` under `cfg`: its own, or the run's; a weight it leaves open is the run's."""
+    if row.principles is None:
+        return defaults if defaults is not None else cfg.parsed_principles()
+    return [p.with_default(cfg.weight) for p in row.principles]
+
+
 def needs_rm(cfg: DecodeConfig, rows: list[PromptRow]) -> bool:
     defaults = cfg.parsed_principles()
-    return any(p.weight != 0 for r in rows for p in (r.principles if r.principles is not None else defaults))
+    return any(p.weight != 0 for r in rows for p in row_principles(r, cfg, defaults))
 
 
 def batches(rows: list[PromptRow], size: int) -> Iterator[list[PromptRow]]:
@@ -80,9 +152,12 @@ def batches(rows: list[PromptRow], size: int) -> Iterator[list[PromptRow]]:
         yield rows[i:i + size]
 
 
-def record(row: PromptRow, res: DecodeResult, principles, cfg: DecodeConfig, run: str, rm_spec) -> dict:
+def record(row: PromptRow, res: DecodeResult, principles, cfg: DecodeConfig, run: str, rm_spec,
+           backbone: str = "none") -> dict:
     settings = cfg.settings_record(run)
-    settings["rm"] = rm_spec if any(p.weight != 0 for p in principles) else None
+    guided = any(p.weight != 0 for p in principles)
+    settings["rm"] = rm_spec if guided else None
+    settings["backbone"] = backbone if guided else None
     return {
         "id": row.id,
         "prompt": row.prompt,
@@ -119,7 +194,8 @@ def decode_run(
         todo = [r for r in rows if r.id not in writer.done]
         summary.skipped_done = len(rows) - len(todo)
     decoder = PADDecoder(models.base, models.tok, models.rm, models.rm_tok, template=cfg.template,
-                         reference=cfg.reference, base_sees_principles=cfg.base_sees_principles)
+                         reference=cfg.reference, base_sees_principles=cfg.base_sees_principles,
+                         backbone=models.backbone if models.backbone != "none" else "auto")
     settings = SamplingSettings(topk=cfg.topk, mode=cfg.mode, temperature=cfg.temperature,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     defaults = cfg.parsed_principles()
@@ -127,7 +203,7 @@ def decode_run(
     t0 = time.perf_counter()
     try:
         for chunk in batches(todo, cfg.batch_size):
-            principles = [r.principles if r.principles is not None else defaults for r in chunk]
+            principles = [row_principles(r, cfg, defaults) for r in chunk]
             reqs = [DecodeRequest(r.prompt, p, r.id) for r, p in zip(chunk, principles)]
 
             def tick(n):
@@ -136,7 +212,8 @@ def decode_run(
                 bar.set_postfix_str(f"{summary.tokens / elapsed:.1f} tok/s" if elapsed > 0 else "", refresh=False)
 
             results = decoder.generate(reqs, settings, on_token=tick)
-            recs = [record(r, res, p, cfg, run, models.rm_spec) for r, res, p in zip(chunk, results, principles)]
+            recs = [record(r, res, p, cfg, run, models.rm_spec, decoder.backbone)
+                    for r, res, p in zip(chunk, results, principles)]
             for rec in recs:
                 if rec["finish_reason"] == "skipped":
                     summary.too_long += 1
@@ -152,3 +229,53 @@ def decode_run(
         if writer is not None:
             writer.close()
     return summary
+
+
+def gather_prompts(prompts: str | Path | None = None, dataset: str | None = None, prompt: list[str] | None = None,
+                   limit: int | None = None) -> list[PromptRow]:
+    """The prompt rows of one `pad decode` call: a prompts file, a built-in set and command-line prompts."""
+    from pad.decode.io import load_dataset_prompts, load_prompts, rows_from_objects
+
+    rows = []
+    if prompts is not None:
+        rows += load_prompts(prompts)
+    if dataset is not None:
+        rows += load_dataset_prompts(dataset)
+    if prompt:
+        rows += rows_from_objects([(f"--prompt {i + 1}", {"prompt": p, "id": f"cli-{i}"}) for i, p in enumerate(prompt)])
+    return rows[:limit] if limit is not None else rows
+
+
+def run_targets(out: Path | None, n_runs: int, from_run_lines: bool) -> list[tuple[str, Path | None]]:
+    """(run name, run file) of each run: OUT itself, or OUT_0, OUT_1, ... for run-config lines."""
+    name = out.stem if out is not None else "pad"
+    if n_runs == 1 and not from_run_lines:
+        return [(name, out)]
+    return [(f"{name}_{i}", out.with_name(f"{name}_{i}{out.suffix}") if out is not None else None)
+            for i in range(n_runs)]
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    path: Path | None
+    summary: RunSummary
+    exported: tuple[Path, int] | None = None  # the reference-format JSON and its row count
+
+
+def decode_runs(runs: list[DecodeConfig], rows: list[PromptRow], out: Path | None = None, from_run_lines: bool = False,
+                resume: bool = False, overwrite: bool = False, export_json: Path | None = None,
+                progress: bool = True) -> Iterator[RunOutcome]:
+    """Load the models once and decode every run; yields each run's outcome as it ends."""
+    from pad.decode.io import export_reference
+
+    if resume and overwrite:
+        raise PadError("--resume and --overwrite contradict each other; pick one")
+    models = Models(runs[0], need_rm=any(needs_rm(r, rows) for r in runs))
+    for i, (cfg, (name, path)) in enumerate(zip(runs, run_targets(out, len(runs), from_run_lines))):
+        summary = decode_run(cfg, rows, models, path, run=name, resume=resume, overwrite=overwrite, progress=progress)
+        exported = None
+        if path is not None and export_json is not None:
+            target = export_json if len(runs) == 1 else export_json.with_name(f"{export_json.stem}_{i}.json")
+            exported = (target, export_reference(path, target))
+        yield RunOutcome(name, path, summary, exported)

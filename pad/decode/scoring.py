@@ -1,13 +1,19 @@
-"""The PAD scoring rule on one decoding step (method.md section 3).
+"""The PAD scoring rule on one decoding step (method.md section 3), and the token choice.
 
     C        = top-k(z_b)
     r(a)     = log_softmax_C(z_r)(a) - log_softmax_C(z_ref)(a)     (z_ref = the row's z_b unless given)
     score(a) = z_b(a) + sum_i w_i * r_i(a)
 
 Several PersRM passes ("streams") may serve one row: one per principle, each with its weight.
+
+Sampling draws one uniform number per row and step from a counter-based hash of (the row's key, the
+step), not from a shared generator: a row's sample then depends on the run's seed and the row alone,
+never on which rows share its batch, when they finish, or how the run was split and resumed.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import torch
 
@@ -20,29 +26,35 @@ def guided_scores(
     k: int,
     ref_logits: torch.Tensor | None = None,
     ref_index: torch.Tensor | None = None,
+    rm_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate ids and their guided scores.
 
     base_logits: (B, V) base next-token logits z_b.
-    rm_logits:   (S, V) PersRM logits, one row per stream (a row's principle), or None.
+    rm_logits:   (S, V) PersRM logits, one row per stream (a row's principle), or None; with rm_index,
+                 any (N, V) logits of which rows rm_index are the streams'.
     owner:       (S,) which of the B rows each stream guides.
     weights:     (S,) the stream's weight w_i.
     ref_logits:  (R, V) reference logits; None means the base logits of the stream's row (the
                  reference code's choice).
     ref_index:   (S,) the row of each stream's reference in ref_logits (default: owner, one a row).
+    rm_index:    (S,) the row of each stream in rm_logits (default: 0..S-1).
+    Only the k candidates of each stream are ever indexed, never a (S, V) copy.
     Returns (cand, score), both (B, k); computed in float32.
     """
     zb = base_logits.float()
     zb_c, cand = zb.topk(k, dim=-1)  # (B, k) candidate logits and ids, best first
     score = zb_c.clone()
-    if rm_logits is None or rm_logits.shape[0] == 0:
+    if rm_logits is None or owner is None or owner.shape[0] == 0:
         return cand, score
-    zr_c = rm_logits.float().gather(1, cand[owner])  # (S, k)
+    cand_s = cand[owner]  # (S, k) each stream's row's candidates
+    rows = torch.arange(owner.shape[0], device=owner.device) if rm_index is None else rm_index
+    zr_c = rm_logits[rows[:, None], cand_s].float()  # (S, k)
     if ref_logits is None:
         zref_c = zb_c[owner]  # (S, k)
-    else:  # index the k candidates only, never a (S, V) copy
-        rows = owner if ref_index is None else ref_index
-        zref_c = ref_logits[rows[:, None], cand[owner]].float()  # (S, k)
+    else:
+        rrows = owner if ref_index is None else ref_index
+        zref_c = ref_logits[rrows[:, None], cand_s].float()  # (S, k)
     r = zr_c.log_softmax(-1) - zref_c.log_softmax(-1)  # (S, k) per-stream reward
     score.index_add_(0, owner, weights.float()[:, None] * r)  # sum_i w_i r_i per row
     return cand, score
@@ -53,12 +65,55 @@ def select_tokens(
     score: torch.Tensor,
     mode: str = "greedy",
     temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B,) next tokens: argmax of the score, or a sample from softmax(score / T) over the candidates."""
+    """(B,) next tokens: argmax of the score, or a sample from softmax(score / T) over the candidates.
+
+    uniform: (B,) numbers in [0, 1), one per row, that decide the samples (see `row_uniforms`);
+    None draws them from torch's global generator.
+    """
     if mode == "greedy":
         pick = score.argmax(-1, keepdim=True)  # (B, 1)
     else:
-        probs = (score / temperature).softmax(-1)
-        pick = torch.multinomial(probs, 1, generator=generator)
+        if uniform is None:
+            uniform = torch.rand(score.shape[0], device=score.device)
+        cdf = (score / temperature).softmax(-1).cumsum(-1)  # (B, k)
+        # inverse CDF: the first candidate whose cumulative probability passes u
+        pick = (cdf < uniform[:, None].to(cdf.dtype) * cdf[:, -1:]).sum(-1, keepdim=True)
+        pick = pick.clamp(max=cand.shape[1] - 1)
     return cand.gather(1, pick).squeeze(1)
+
+
+# -- a counter-based random stream per row ------------------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """x * c mod 2**32 for int64 tensors holding 32-bit values, with no int64 overflow."""
+    return ((x & 0xFFFF) * c + ((((x >> 16) * c) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash with good avalanche (the 'lowbias32' constants)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def row_key(seed: int, row_id: str) -> int:
+    """A row's 32-bit random key: a function of the run's seed and the row's id only."""
+    digest = hashlib.blake2b(f"{seed}\x00{row_id}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+def row_uniforms(keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
+    """(B,) uniform numbers in [0, 1): the `counters`-th draw of each row's stream.
+
+    keys, counters: (B,) int64, keys < 2**32. Exact on any device: integer ops and a 24-bit float.
+    """
+    h = _mix32(keys ^ _mix32(counters & _M32))
+    h = _mix32(h ^ 0x9E3779B9)
+    return (h >> 8).to(torch.float32) / float(1 << 24)

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from pad.decode.scoring import guided_scores, select_tokens
+from pad.decode.scoring import guided_scores, row_key, row_uniforms, select_tokens
 
 
 def test_worked_example():
@@ -63,6 +63,24 @@ def test_reference_logits_replace_base():
 def test_sampling_is_seeded():
     cand = torch.arange(5).repeat(3, 1)
     score = torch.zeros(3, 5)
-    draw = lambda seed: select_tokens(cand, score, "sample", 1.0, torch.Generator().manual_seed(seed))  # noqa: E731
+    keys = lambda seed: torch.tensor([row_key(seed, r) for r in ("a", "b", "c")])  # noqa: E731
+    draw = lambda seed, step=0: select_tokens(  # noqa: E731
+        cand, score, "sample", 1.0, row_uniforms(keys(seed), torch.full((3,), step)))
     assert torch.equal(draw(7), draw(7))
     assert any(not torch.equal(draw(7), draw(s)) for s in range(8, 20))
+    assert any(not torch.equal(draw(7, 0), draw(7, t)) for t in range(1, 10))
+
+
+def test_row_uniforms_are_uniform_and_exact():
+    """The 32-bit multiply agrees with Python's big integers, and a row's draws spread evenly over [0, 1)."""
+    from pad.decode.scoring import _M32, _mix32
+
+    xs = [0, 1, 0xFFFF, 0x10000, 0xDEADBEEF, _M32]
+    def mix(x):
+        x ^= x >> 16; x = (x * 0x7FEB352D) & _M32; x ^= x >> 15; x = (x * 0x846CA68B) & _M32  # noqa: E702
+        return x ^ (x >> 16)
+    assert _mix32(torch.tensor(xs)).tolist() == [mix(x) for x in xs]
+    u = row_uniforms(torch.full((20000,), row_key(0, "row")), torch.arange(20000))
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    counts = torch.histc(u, bins=10, min=0.0, max=1.0)
+    assert float(counts.min()) > 1800 and float(counts.max()) < 2200, counts

@@ -1,0 +1,220 @@
+"""Streams: one model's left-padded sequences and their KV cache, which rows can join and leave.
+
+A stream's rows come in two sections: rows [0, n_plain) run the model as it is; rows [n_plain, N) add a
+LoRA adapter's delta (the shared-backbone path, where base and PersRM rows are rows of one model). On the
+two-model path every row is plain. Rows keep their order when others leave, and new rows join at the end
+of their section, so the adapter rows always form one contiguous slice.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+
+from pad.errors import PadError
+
+
+class SliceLoRA:
+    """Adds a PEFT LoRA adapter's delta to a contiguous slice of the batch rows, through PEFT's own layers.
+
+    During a forward under `active(start)`, every LoRA layer computes its base output for all rows (its
+    adapter switched off) and a hook adds `lora_B(lora_A(x[start:])) * scaling` to rows `start:`, exactly
+    what PEFT's unmerged forward adds to a row that uses the adapter. Outside `active`, the model behaves
+    as PEFT left it. Only plain LoRA on linear layers qualifies (no DoRA or other variants, no merged or
+    stacked adapters); `SliceLoRA.why_not(model)` says why a model does not.
+    """
+
+    def __init__(self, model):
+        reason = self.why_not(model)
+        if reason:
+            raise PadError(f"the shared backbone cannot apply: {reason}")
+        from peft.tuners.lora import LoraLayer
+
+        self.adapter = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapters[0]
+        self.layers = [m for m in model.modules() if isinstance(m, LoraLayer) and self.adapter in m.lora_A]
+        self.start: int | None = None
+        self._handles = [m.register_forward_hook(self._add_delta) for m in self.layers]
+
+    @staticmethod
+    def why_not(model) -> str | None:
+        """None if the model is a PEFT model with one plain LoRA adapter on linear layers; else the reason."""
+        try:
+            from peft import PeftModel
+            from peft.tuners.lora import Linear as LoraLinear
+            from peft.tuners.lora import LoraLayer
+        except ImportError:
+            return "peft is not installed"
+        if not isinstance(model, PeftModel):
+            return "the PersRM is not a LoRA adapter (a merged or standalone checkpoint)"
+        adapters = list(getattr(model, "peft_config", {}))
+        if len(adapters) != 1:
+            return f"the PersRM holds {len(adapters)} adapters; one is needed"
+        name = adapters[0]
+        if getattr(model.peft_config[name], "peft_type", None) is None or str(model.peft_config[name].peft_type) not in (
+                "LORA", "PeftType.LORA"):
+            return f"adapter {name!r} is not a LoRA adapter"
+        layers = [m for m in model.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
+        if not layers:
+            return "the adapter has no LoRA layers"
+        for m in layers:
+            if not isinstance(m, LoraLinear):
+                return f"a LoRA layer of type {type(m).__name__} (only linear layers are supported)"
+            if name in getattr(m, "lora_variant", {}) or getattr(m, "use_dora", {}).get(name, False):
+                return "the adapter uses a LoRA variant (DoRA or similar)"
+            if m.merged:
+                return "the adapter is merged into the weights"
+        return None
+
+    def _add_delta(self, module, args, output):
+        if self.start is None or self.start >= output.shape[0]:
+            return None
+        x = args[0][self.start:]  # (N - start, T, H_in) a view of the adapter rows' inputs
+        name = self.adapter
+        lora_A, lora_B = module.lora_A[name], module.lora_B[name]
+        x = x.to(lora_A.weight.dtype)
+        delta = lora_B(lora_A(module.lora_dropout[name](x))) * module.scaling[name]
+        output[self.start:] += delta.to(output.dtype)
+        return output
+
+    @contextmanager
+    def active(self, start: int):
+        """Within: a forward applies the adapter to rows start: only."""
+        # PEFT's switch is a flag on each layer; flipping it directly costs microseconds, where
+        # `disable_adapter()` walks the whole module tree and touches requires_grad every step.
+        saved = [m._disable_adapters for m in self.layers]
+        for m in self.layers:
+            m._disable_adapters = True
+        self.start = start
+        try:
+            yield
+        finally:
+            self.start = None
+            for m, s in zip(self.layers, saved):
+                m._disable_adapters = s
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def _cache_layers(cache):
+    layers = getattr(cache, "layers", None)
+    if layers is None or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        raise PadError(f"rows cannot join a running batch with this model's cache ({type(cache).__name__}); "
+                       "decode such prompts in separate batches")
+    return layers
+
+
+def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    extra = width - t.shape[dim]
+    if extra == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = extra
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+class Stream:
+    """One model's batch of left-padded sequences, its KV cache and its latest next-token logits.
+
+    model: a causal LM; lora: a SliceLoRA on it for the shared-backbone path (rows n_plain: use the adapter).
+    """
+
+    def __init__(self, model, pad_id: int, lora: SliceLoRA | None = None):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.pad_id = pad_id
+        self.lora = lora
+        core = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # transformers 5 renamed `past_key_values` to `cache`; support both.
+        self.cache_kw = "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
+        self.cache = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)  # (N, W) 1 = a real token
+        self.next_pos = torch.zeros((0,), dtype=torch.long, device=self.device)  # (N,) position of the next token
+        self.logits: torch.Tensor | None = None  # (N, V) next-token logits of every row
+        self.n_plain = 0
+
+    @property
+    def rows(self) -> int:
+        return self.mask.shape[0]
+
+    def add(self, plain: Sequence[list[int]], adapter: Sequence[list[int]] = ()) -> None:
+        """Prefill new rows and join them to the batch: plain rows after the plain section, adapter rows at the end."""
+        seqs = [*plain, *adapter]
+        if not seqs:
+            return
+        if adapter and self.lora is None:
+            raise PadError("adapter rows need a stream on the shared backbone")
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):  # left padding: the last real token sits at -1 for every row
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+        mask = mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, cache = self._forward(ids.to(self.device), mask, pos, None, start=len(plain))
+        next_pos = torch.tensor([len(s) for s in seqs], device=self.device)
+        if self.cache is None or self.rows == 0:
+            self.cache, self.mask, self.next_pos, self.logits = cache, mask, next_pos, logits
+            self.n_plain = len(plain)
+            return
+        # Join: pad both batches to one width on the left, then order the rows by section.
+        W = max(self.mask.shape[1], width)
+        old, new = self.rows, len(seqs)
+        order = torch.cat([torch.arange(self.n_plain), old + torch.arange(len(plain)),
+                           torch.arange(self.n_plain, old), old + len(plain) + torch.arange(len(adapter))])
+        order = order.to(self.device)
+        for mine, theirs in zip(_cache_layers(self.cache), _cache_layers(cache)):
+            mine.keys = torch.cat([_left_pad(mine.keys, W, 2), _left_pad(theirs.keys, W, 2)])[order]
+            mine.values = torch.cat([_left_pad(mine.values, W, 2), _left_pad(theirs.values, W, 2)])[order]
+        self.mask = torch.cat([_left_pad(self.mask, W, 1), _left_pad(mask, W, 1)])[order]
+        self.next_pos = torch.cat([self.next_pos, next_pos])[order]
+        self.logits = torch.cat([self.logits, logits])[order]
+        self.n_plain += len(plain)
+        del new
+
+    def step(self, tokens: torch.Tensor) -> None:
+        """Feed one token per row, (N,); the stream's logits become the next step's."""
+        ones = torch.ones((self.rows, 1), dtype=self.mask.dtype, device=self.device)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        pos = self.next_pos[:, None]
+        self.next_pos = self.next_pos + 1
+        self.logits, self.cache = self._forward(tokens.to(self.device)[:, None], self.mask, pos, self.cache,
+                                                start=self.n_plain)
+
+    def keep(self, idx: torch.Tensor) -> None:
+        """Keep only the rows in `idx` (ascending), dropping the rest from the cache and the masks."""
+        idx = idx.to(self.device)
+        self.n_plain = int((idx < self.n_plain).sum())
+        if idx.numel() == 0:
+            self.cache, self.logits = None, None
+            self.mask = self.mask[:0, :0]
+            self.next_pos = self.next_pos[:0]
+            return
+        self.cache.batch_select_indices(idx)
+        self.mask = self.mask[idx]
+        self.next_pos = self.next_pos[idx]
+        self.logits = self.logits[idx]
+        # Columns that are padding for every row left are dead weight in each attention: cut them.
+        first = int(self.mask.any(0).int().argmax())
+        if first > 0 and hasattr(self.cache, "layers"):
+            for layer in _cache_layers(self.cache):
+                layer.keys = layer.keys[:, :, first:]
+                layer.values = layer.values[:, :, first:]
+            self.mask = self.mask[:, first:]
+
+    def _forward(self, ids, mask, pos, cache, start: int):
+        kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "use_cache": True,
+                  "logits_to_keep": 1, self.cache_kw: cache}
+        if self.lora is not None:
+            with self.lora.active(start):
+                out = self.model(**kwargs)
+        else:
+            out = self.model(**kwargs)
+        new_cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return out.logits[:, -1, :], new_cache  # (N, V)

@@ -1,0 +1,68 @@
+"""The running batch: rows join between steps and leave as they finish; each row's tokens stay its own."""
+
+import pytest
+from peft import PeftModel
+
+from pad.decode import DecodeRequest, PADDecoder, SamplingSettings
+from pad.models import load_causal_lm, load_tokenizer
+from pad.principles import Principle
+
+REQS = [
+    DecodeRequest("Tell me a joke about cats.", [Principle("harmless", 1.0)], id="a"),
+    DecodeRequest("How do I bake bread at home? Please explain every step in detail.",
+                  [Principle("humor", 1.5), Principle("concise", 0.5)], id="b"),
+    DecodeRequest("hi", [], id="c"),
+    DecodeRequest([{"role": "user", "content": "Write a poem."}, {"role": "assistant", "content": "Roses."},
+                   {"role": "user", "content": "Shorter."}], [Principle("expert", 1.0)], id="d"),
+    DecodeRequest("Explain gravity to a child in one sentence.", [Principle("harmless", 0.5)], id="e"),
+]
+N = 20
+
+
+@pytest.fixture(scope="module", params=["separate", "shared"])
+def decoder_factory(request, tiny_llama, tiny_persrm, tiny_lora):
+    tok = load_tokenizer(tiny_llama)
+    if request.param == "shared":
+        model = PeftModel.from_pretrained(load_causal_lm(tiny_llama), str(tiny_lora)).eval()
+        return lambda reference: PADDecoder(model, tok, model, reference=reference)
+    base, rm = load_causal_lm(tiny_llama), load_causal_lm(tiny_persrm)
+    return lambda reference: PADDecoder(base, tok, rm, reference=reference)
+
+
+@pytest.mark.parametrize("mode", ["greedy", "sample"])
+@pytest.mark.parametrize("reference", ["base", "persrm", "prompted-base"])
+def test_rows_joining_at_different_steps_decode_as_alone(decoder_factory, reference, mode):
+    dec = decoder_factory(reference)
+    s = SamplingSettings(max_new_tokens=N, mode=mode, temperature=1.5, seed=7)
+    alone = {r.id: dec.generate([r], s)[0].token_ids for r in REQS}
+    batch = dec.batch(s)
+    got, ended, joins = {}, {}, {0: [0, 1], 3: [2], 7: [3], 9: [4]}  # step -> requests that join before it
+    step = 0
+    while step <= max(joins) or batch.live:
+        if step in joins:
+            batch.admit([REQS[i] for i in joins[step]])
+        for _, res in batch.step():
+            got[res.id] = res.token_ids
+            ended[res.id] = step
+        step += 1
+        assert step < 10 * N
+    assert got == alone
+    assert len(set(ended.values())) >= 3  # rows left while others went on, and joined a shrunken batch
+
+
+def test_cancel_frees_the_row_and_leaves_the_others(decoder_factory):
+    dec = decoder_factory("base")
+    s = SamplingSettings(max_new_tokens=N)
+    alone = dec.generate([REQS[1]], s)[0].token_ids
+    batch = dec.batch(s)
+    keys = batch.admit([REQS[0], REQS[1]])
+    for _ in range(3):
+        assert batch.step() == []
+    batch.cancel(keys[0])
+    done = batch.step()
+    assert [(k, r.finish_reason, len(r.token_ids)) for k, r in done] == [(keys[0], "cancelled", 3)]
+    assert batch.live == 1
+    rest = []
+    while batch.live:
+        rest += batch.step()
+    assert rest[0][1].token_ids == alone
