@@ -58,6 +58,22 @@ def friendly_errors(fn):
     return wrapper
 
 
+def _print_versions(value: bool) -> None:
+    if value:
+        from pad.versions import version_lines  # package metadata only: no torch, instant
+
+        typer.echo("\n".join(version_lines()))
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_versions, is_eager=True,
+                                          help="Print the versions of pad and the libraries it runs on, and exit.")] = False,
+):
+    pass
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @friendly_errors
 def train(
@@ -170,7 +186,7 @@ def eval_(
 def decode(
     prompts: Annotated[Path | None, typer.Option(help="Prompts: a JSON list or JSONL of {prompt, id?, principle?}.")] = None,
     prompt: Annotated[list[str] | None, typer.Option(help="A prompt on the command line (repeatable).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Built-in prompt set: helpsteer2 (validation, <= 100 chars, every 2nd).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Built-in prompt set: helpsteer2 (validation prompts of <= 100 characters, each once).")] = None,
     limit: Annotated[int | None, typer.Option(help="Decode only the first N prompts.")] = None,
     llm: Annotated[str | None, typer.Option(help="Base model: hub id, folder or .gguf (default: SmolLM2-135M-Instruct).")] = None,
     rm: Annotated[str | None, typer.Option(help="PersRM: merged folder, LoRA adapter folder or .gguf (default: the shipped one).")] = None,
@@ -248,6 +264,14 @@ def decode(
 
 def _prompt_text(prompt) -> str:
     return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+
+
+@app.command()
+def env():
+    """Print the versions of pad and its libraries, the platform, and the accelerators torch sees (for bug reports)."""
+    from pad.versions import environment_lines
+
+    typer.echo("\n".join(environment_lines()))
 
 
 def main():  # console-script entry point

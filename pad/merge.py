@@ -4,11 +4,14 @@ The reference released only merged checkpoints; merging makes a PersRM an ordina
 any loader (and any decoding engine) reads. `merge_adapter` merges with PEFT, saves safetensors, the
 tokenizer and `pad_config.json`, then reloads what it wrote and compares its logits with the adapter
 model's on probe prompts: a merge that does not reproduce the adapter fails instead of shipping.
+All of it happens in a temporary folder beside `out`, moved into place only once verified, so a failed
+merge leaves `out` as it was (absent, or the checkpoint `--overwrite` would have replaced).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +57,38 @@ class MergeResult:
 def _check_out(adapter: Path, out: Path, overwrite: bool) -> None:
     if out.resolve() == adapter.resolve():
         raise PadError(f"--out {out} is the adapter folder itself; choose another folder")
+    if out.resolve() in adapter.resolve().parents:
+        raise PadError(f"--out {out} holds the adapter folder {adapter}; choose another folder")
     if out.exists() and not out.is_dir():
         raise PadError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise PadError(f"--out {out} is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise PadError(f"--out {out} is not empty; pass --overwrite to replace it")
+
+
+def _missing_ancestor(path: Path) -> Path | None:
+    """The outermost folder of `path`'s parents that does not exist yet (None: the parent exists)."""
+    missing = None
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing = parent
+    return missing
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Replace `out` (if any) by the verified `tmp`; the old `out` goes only once `tmp` took its place."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old)
 
 
 def probe_texts(tokenizer, record: dict) -> list[str]:
@@ -126,19 +155,32 @@ def merge_adapter(
         if dtype_name != "float32":
             tolerance = max(tolerance, HALF_PRECISION_SHARE_OF_ADAPTER_EFFECT * effect)
 
-    merged = model.merge_and_unload()
-    merged.save_pretrained(out)  # safetensors by default
-    tokenizer.save_pretrained(out)
-    settings = {**record, "kind": "persrm-merged", "base_model": base, "merged_from": str(adapter.resolve()),
-                "dtype": dtype_name}
-    (out / PAD_CONFIG).write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
-    del model, merged
+    # Written and verified beside `out` (same file system, so the final move is a rename); a failure at
+    # any point removes it, and what we created above it, and leaves `out` untouched.
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    created = _missing_ancestor(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed run with the same pid
+    try:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(tmp)  # safetensors by default
+        tokenizer.save_pretrained(tmp)
+        settings = {**record, "kind": "persrm-merged", "base_model": base, "merged_from": str(adapter.resolve()),
+                    "dtype": dtype_name}
+        (tmp / PAD_CONFIG).write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+        del model, merged
 
-    reloaded = load_causal_lm(out, device=device, dtype=torch_dtype)
-    got = probe_logits(reloaded, tokenizer, texts)
-    max_diff = _max_diff(expected, got)
-    result = MergeResult(out, base, dtype_name, max_diff, float(tolerance), len(texts), effect)
-    if not max_diff <= tolerance:
-        raise PadError(f"merged model in {out} differs from the adapter by {max_diff:.3g} in logits "
-                       f"(tolerance {tolerance:g}); do not use it")
-    return result
+        reloaded = load_causal_lm(tmp, device=device, dtype=torch_dtype)
+        got = probe_logits(reloaded, tokenizer, texts)
+        del reloaded
+        max_diff = _max_diff(expected, got)
+        if not max_diff <= tolerance:
+            kept = f"{out} is left as it was" if out.exists() else f"nothing was written to {out}"
+            raise PadError(f"the merged model differs from the adapter by {max_diff:.3g} in logits "
+                           f"(tolerance {tolerance:g}); {kept}")
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    return MergeResult(out, base, dtype_name, max_diff, float(tolerance), len(texts), effect)

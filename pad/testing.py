@@ -106,6 +106,7 @@ def save_tiny_lora(base_folder: str | os.PathLike, folder: str | os.PathLike, se
     base = AutoModelForCausalLM.from_pretrained(base_folder)
     arch = base.config.model_type
     targets = ["q_proj", "v_proj", "up_proj"] if arch == "llama" else ["c_attn", "c_fc"]
+    torch.manual_seed(seed)  # lora_A is drawn from the global generator: the same adapter whatever ran before
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -187,6 +188,7 @@ def save_tiny_armo(folder: str | os.PathLike, seed: int = 0, tokenizer=None, hid
     trust_remote_code=True)` loads it exactly as it loads the real hub repository."""
     import importlib.util
     import json
+    import sys
 
     import torch
     from safetensors.torch import save_file
@@ -203,6 +205,7 @@ def save_tiny_armo(folder: str | os.PathLike, seed: int = 0, tokenizer=None, hid
                          initializer_range=0.2, tie_word_embeddings=False)
     spec = importlib.util.spec_from_file_location("_pad_tiny_armo", folder / "modeling_tiny_armo.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # transformers < 5.8 looks a model class's module up there
     spec.loader.exec_module(module)
     config.num_objectives = 19
     torch.manual_seed(seed)

@@ -91,3 +91,72 @@ def test_bad_merge_input_is_one_line(tmp_path, tiny_llama, tiny_lora):
     assert r.exit_code == 2 and "'/no/such/base' does not exist" in r.output
     r = CliRunner().invoke(app, ["merge", str(orphan), "--out", str(tmp_path / "d"), "--base", str(tiny_llama)])
     assert r.exit_code == 0, r.output
+
+
+def _beside(out):
+    """Anything merge_adapter left next to `out`: its temporary or backup folders."""
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+def test_failed_verification_leaves_no_checkpoint(tmp_path, tiny_lora):
+    from pad.errors import PadError
+    from pad.merge import merge_adapter
+
+    out = tmp_path / "new" / "merged"  # its parent does not exist either
+    with pytest.raises(PadError, match="differs from the adapter") as e:
+        merge_adapter(tiny_lora, out, tolerance=-1.0)  # no merge is within a negative tolerance
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary folder, nor the parent it needed
+    assert f"nothing was written to {out}" in str(e.value)
+
+    r = CliRunner().invoke(app, ["merge", str(tiny_lora), "--out", str(out), "--tolerance", "-1"])
+    assert r.exit_code == 2 and "differs from the adapter" in r.output and "Traceback" not in r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_merge_with_overwrite_keeps_the_previous_checkpoint(tmp_path, tiny_lora, monkeypatch):
+    import pad.merge
+    from pad.errors import PadError
+    from pad.merge import merge_adapter
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(PadError, match="differs from the adapter") as e:
+        merge_adapter(tiny_lora, out, overwrite=True, tolerance=-1.0)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
+    assert _beside(out) == []
+    assert f"{out} is left as it was" in str(e.value)
+
+    # Any other failure on the way (here: reloading the merged checkpoint) is cleaned up the same way.
+    load = pad.merge.load_causal_lm
+
+    def failing_reload(spec, *args, **kwargs):
+        if ".tmp-" in str(spec):
+            raise RuntimeError("disk full")
+        return load(spec, *args, **kwargs)
+
+    monkeypatch.setattr(pad.merge, "load_causal_lm", failing_reload)
+    with pytest.raises(RuntimeError, match="disk full"):
+        merge_adapter(tiny_lora, out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and _beside(out) == []
+
+    # A verified merge does replace it, and its files never name the temporary folder.
+    monkeypatch.setattr(pad.merge, "load_causal_lm", load)
+    result = merge_adapter(tiny_lora, out, overwrite=True, tolerance=1e-3)  # precision is tested above
+    assert result.out == out and not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert _beside(out) == []
+    for f in out.iterdir():
+        if f.suffix == ".json":
+            assert ".tmp-" not in f.read_text(), f.name
+    assert json.loads((out / "pad_config.json").read_text())["merged_from"] == str(tiny_lora.resolve())
+
+
+def test_out_holding_the_adapter_is_refused(tmp_path, tiny_lora):
+    import shutil
+
+    adapter = tmp_path / "runs" / "lora"
+    shutil.copytree(tiny_lora, adapter)
+    r = CliRunner().invoke(app, ["merge", str(adapter), "--out", str(tmp_path / "runs"), "--overwrite"])
+    assert r.exit_code == 2 and "holds the adapter folder" in r.output
+    assert (adapter / "adapter_config.json").is_file()

@@ -87,10 +87,14 @@ def load_prompts(path: str | Path, default_weight: float | None = None) -> list[
 
 
 def helpsteer2_prompts(rows) -> list[PromptRow]:
-    """The paper's HelpSteer2 evaluation prompts: validation prompts of at most 100 characters,
-    every second one (each prompt has two consecutive response rows)."""
-    short = [r["prompt"] for r in rows if len(r["prompt"]) <= 100]
-    return [PromptRow(f"hs2-{i}", p) for i, p in enumerate(short[::2])]
+    """The paper's HelpSteer2 evaluation prompts: validation prompts of at most 100 characters, each
+    distinct one once, in order of first appearance.
+
+    A prompt's responses sit on consecutive rows, usually two but not always: taking every second
+    short row would drift by one at a prompt with one or three rows, then skip or repeat prompts.
+    """
+    short = dict.fromkeys(r["prompt"] for r in rows if len(r["prompt"]) <= 100)  # ordered, unique
+    return [PromptRow(f"hs2-{i}", p) for i, p in enumerate(short)]
 
 
 def load_dataset_prompts(name: str) -> list[PromptRow]:

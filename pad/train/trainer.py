@@ -95,9 +95,10 @@ def _trainer_class():
     from trl import DPOTrainer
 
     class PersRMTrainer(DPOTrainer):
-        # The held-out reward is always measured against the base model. Reference log-probs TRL
-        # precomputed are the base's unless it trained against a frozen copy of a starting adapter ("ref").
-        precomputed_ref_is_base = True
+        # The held-out reward is always measured against the base model (the adapter disabled), as pad decode
+        # and pad eval use the PersRM, during training and at its end alike. DPO's own reference can differ: a
+        # second stage trains against a frozen copy of its starting adapter ("ref"), and the reference log-probs
+        # TRL precomputes (or computes live) are then that copy's, so they are never read here.
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
             dataset = self.eval_dataset if eval_dataset is None else eval_dataset
@@ -146,16 +147,19 @@ def _trainer_class():
                     "sources": per_source}
 
         def _margins(self, model, batch):
+            """beta * (policy - base log-ratio) of each pair in the batch: (B,)."""
             keys = ("input_ids", "attention_mask")
             labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-            with self.accelerator.autocast():
-                out = model(**{k: batch[k] for k in keys}, labels=labels, fused_lm_head=True, use_cache=False)
             seq_len = batch["completion_mask"].size(1) - 1
-            chosen, rejected = out.log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)  # (B,), (B,)
-            if "ref_chosen_logps" in batch and self.precomputed_ref_is_base:
-                ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
-            else:
-                ref_chosen, ref_rejected = self.compute_ref_log_probs(model, batch)
+
+            def completion_logps():  # summed over the completion tokens: (B,) chosen, (B,) rejected
+                with self.accelerator.autocast():
+                    out = model(**{k: batch[k] for k in keys}, labels=labels, fused_lm_head=True, use_cache=False)
+                return out.log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
+
+            chosen, rejected = completion_logps()
+            with model.disable_adapter():  # the base model, whichever adapters the PeftModel holds ("ref" too)
+                ref_chosen, ref_rejected = completion_logps()
             return self.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
 
     return PersRMTrainer
@@ -363,12 +367,9 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
     summary: dict[str, Any] = {}
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in getattr(unwrapped, "peft_config", {}):
-        # A second stage trained against a frozen copy of its starting adapter ("ref"); the PersRM's reward,
-        # as pad decode and pad eval use it, is measured against the base model: drop the copy (and what
-        # was precomputed with it), re-evaluate.
+        # A second stage trained against a frozen copy of its starting adapter ("ref"); it is no part of the
+        # PersRM (whose held-out reward was measured against the base model all along): not saved with it.
         unwrapped.delete_adapter("ref")
-        trainer.precomputed_ref_is_base = False
-        trainer.last_eval_step = None
     if eval_ds is not None:
         if getattr(trainer, "last_eval_step", None) != trainer.state.global_step:
             trainer.evaluate()

@@ -218,3 +218,76 @@ def test_init_adapter_must_be_an_adapter(tmp_path, tiny_llama, opposite_jsonl):
     r = CliRunner().invoke(app, ["train", "--config", str(path), "--output_dir", str(tmp_path / "o"),
                                  "--max_length", "160"])
     assert r.exit_code == 2 and "is not a LoRA adapter folder" in r.output.strip().splitlines()[-1], r.output
+
+
+def _base_referenced_margins(trainer, dataset) -> dict[str, float]:
+    """Mean beta * (policy - base log-ratio) per principle and overall, computed here by hand: log-softmax of
+    the logits with the adapter on, then off, on TRL's own eval batches."""
+    import torch
+
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+
+    def logps(batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        labels = batch["input_ids"][:, 1:]
+        per_token = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        return (per_token * batch["completion_mask"][:, 1:]).sum(1).chunk(2)  # (B,), (B,) chosen, rejected
+
+    margins: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for name in sorted(set(dataset["principle"])):
+            subset = dataset.filter(lambda r, name=name: r["principle"] == name)
+            for batch in trainer.get_eval_dataloader(subset):
+                chosen, rejected = logps(batch)
+                with model.disable_adapter():
+                    base_chosen, base_rejected = logps(batch)
+                m = trainer.beta * ((chosen - base_chosen) - (rejected - base_rejected))
+                margins.setdefault(name, []).extend(m.tolist())
+    out = {f"eval_{name}_margin": sum(v) / len(v) for name, v in margins.items()}
+    every = [x for v in margins.values() for x in v]
+    return {**out, "eval_margin": sum(every) / len(every)}
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_second_stage_evaluates_against_the_base_during_training_too(trained, tmp_path, tiny_llama, monkeypatch,
+                                                                      precompute):
+    """The held-out numbers logged during a second stage (which trains against a frozen copy "ref" of its
+    starting adapter) are the PersRM's reward as pad decode and pad eval use it: against the base model,
+    the same measurement as the final report."""
+    import pad.train.trainer as trainer_module
+
+    cfg1, result1, _ = trained
+    make = trainer_module._trainer_class
+    seen = {}
+
+    def recording_class():
+        class Recording(make()):
+            def train(self, *args, **kwargs):
+                seen["trainer"], self.in_training = self, True
+                try:
+                    return super().train(*args, **kwargs)
+                finally:
+                    self.in_training = False
+
+            def evaluate(self, *args, **kwargs):
+                metrics = super().evaluate(*args, **kwargs)
+                if getattr(self, "in_training", False):
+                    seen.setdefault("during", {})[self.state.global_step] = metrics
+                return metrics
+
+        return Recording
+
+    monkeypatch.setattr(trainer_module, "_trainer_class", recording_class)
+    cfg2 = tiny_config(tmp_path, tiny_llama, cfg1.sources[0].path, eval_size=cfg1.eval_size, max_steps=2,
+                       eval_steps=2, init_adapter=str(result1.output_dir), precompute_ref_log_probs=precompute)
+    result2 = trainer_module.train(cfg2, echo=lambda _: None)
+    during = seen["during"][2]  # evaluated by the Trainer at its last step, inside train()
+    trainer = seen["trainer"]
+    assert "ref" not in trainer.accelerator.unwrap_model(trainer.model).peft_config
+    expected = _base_referenced_margins(trainer, trainer.eval_dataset)
+    assert set(expected) == {"eval_humor_margin", "eval_harmless_margin", "eval_margin"}
+    for key, value in expected.items():
+        assert during[key] == pytest.approx(value, abs=1e-5), key
+    # and the final report is that same evaluation
+    assert result2.eval["margin"] == pytest.approx(during["eval_margin"], abs=1e-5)
+    assert result2.eval["principles"]["humor"]["margin"] == pytest.approx(during["eval_humor_margin"], abs=1e-5)
