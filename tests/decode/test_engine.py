@@ -1,6 +1,7 @@
 """The cached batched engine against transformers' greedy generate and a plain uncached loop."""
 
 import pytest
+from decode_helpers import PROMPTS, mixed_requests
 
 from pad.decode import DecodeRequest, PADDecoder, SamplingSettings
 from pad.decode.reference import reference_decode
@@ -8,13 +9,6 @@ from pad.errors import PadError
 from pad.models import load_causal_lm, load_tokenizer
 from pad.principles import Principle
 
-PROMPTS = [
-    "Tell me a joke about cats.",
-    "How do I bake bread at home? Please explain every step in detail, with timings.",
-    "hi",
-    [{"role": "user", "content": "Write a poem."}, {"role": "assistant", "content": "Roses."},
-     {"role": "user", "content": "Shorter."}],
-]
 N = 24
 
 
@@ -109,12 +103,7 @@ def test_batched_equals_one_by_one_with_mixed_principles(eos_boost, reference, l
         return output
 
     handle = base.lm_head.register_forward_hook(boost)
-    reqs = [
-        DecodeRequest(PROMPTS[0], [Principle("harmless", 1.0)]),
-        DecodeRequest(PROMPTS[1], [Principle("humor", 1.5), Principle("concise", 0.5)]),
-        DecodeRequest(PROMPTS[2], []),
-        DecodeRequest(PROMPTS[3], [Principle("expert", 1.0)]),
-    ]
+    reqs = mixed_requests()
     s = SamplingSettings(max_new_tokens=N)
     try:
         batched = dec.generate(reqs, s)

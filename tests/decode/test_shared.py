@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from decode_helpers import PROMPTS, mixed_requests
 from peft import PeftModel
 
 from pad.decode import DecodeRequest, PADDecoder, SamplingSettings
@@ -18,13 +19,6 @@ from pad.errors import PadError
 from pad.models import load_causal_lm, load_tokenizer
 from pad.principles import Principle
 
-PROMPTS = [
-    "Tell me a joke about cats.",
-    "How do I bake bread at home? Please explain every step in detail, with timings.",
-    "hi",
-    [{"role": "user", "content": "Write a poem."}, {"role": "assistant", "content": "Roses."},
-     {"role": "user", "content": "Shorter."}],
-]
 N = 24
 
 
@@ -61,12 +55,7 @@ def test_lora_is_not_zero(shared, separate):
 def test_shared_equals_separate_mixed_principles(reference, eos_boost, shared, separate):
     model, tok = shared
     base, rm = separate
-    reqs = [
-        DecodeRequest(PROMPTS[0], [Principle("harmless", 1.0)]),
-        DecodeRequest(PROMPTS[1], [Principle("humor", 1.5), Principle("concise", 0.5)]),
-        DecodeRequest(PROMPTS[2], []),
-        DecodeRequest(PROMPTS[3], [Principle("expert", 1.0)]),
-    ]
+    reqs = mixed_requests()
     s = SamplingSettings(max_new_tokens=N)
     one = PADDecoder(model, tok, model, reference=reference)
     two = PADDecoder(base, tok, rm, reference=reference)
