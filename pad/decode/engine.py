@@ -203,9 +203,7 @@ class PADDecoder:
         """Decode a batch of requests; results in the same order. `on_token(n)` reports n new tokens."""
         batch = self.batch(settings)
         keys = batch.admit(requests)
-        results: dict[int, DecodeResult] = {}
-        for key, res in batch.finished():
-            results[key] = res
+        results = dict(batch.finished())  # key -> result; rows too long for the context end at once
         while batch.live:
             n = batch.live
             for key, res in batch.step():
@@ -239,6 +237,9 @@ class DecodeBatch:
     """A running batch of rows: `admit` adds rows between steps, `step` makes one token for every live
     row, finished rows leave at once. Greedy results of a row do not depend on which rows share the batch
     or when they joined; sampled ones depend only on the seed and the row's id.
+
+    The base's slots ("base", "prompted") are rows of the base stream; the PersRM's ("principle", "ref") rows
+    of the PersRM stream, which on the shared backbone is the base stream's adapter section.
     """
 
     def __init__(self, decoder: PADDecoder, settings: SamplingSettings):
@@ -246,27 +247,27 @@ class DecodeBatch:
         self.seed = settings.seed if settings.seed is not None else secrets.randbits(31)
         self.dev = decoder.device
         self.eos = decoder.eos_ids.to(self.dev)
-        d = decoder
-        self.base_stream = Stream(d.base, d.pad_id, lora=d.shared)
-        if d.shared is not None:
-            self.rm_stream = self.base_stream  # one model: PersRM slots are its adapter rows
+        self.base_stream = Stream(decoder.base, decoder.pad_id, lora=decoder.shared)
+        if decoder.shared is not None:  # one model: the PersRM's slots are its adapter rows
+            self.rm_stream = self.base_stream
+            self.streams = [self.base_stream]
+        elif decoder.persrm is not None:
+            self.rm_stream = Stream(decoder.persrm, decoder.pad_id)
+            self.streams = [self.base_stream, self.rm_stream]
         else:
-            self.rm_stream = Stream(d.persrm, d.pad_id) if d.persrm is not None else None
-        self.streams = [self.base_stream] + ([self.rm_stream] if self.rm_stream not in (None, self.base_stream) else [])
-        self.slots: dict[int, list[_Slot]] = {id(st): [] for st in self.streams}
+            self.rm_stream, self.streams = None, [self.base_stream]
         self.rows: list[_Row] = []  # live rows in position order
         self.done: list[tuple[int, DecodeResult]] = []  # finished since the last collection
         self._next_key = 0
         self._next_pair = 0
         self._cancelled: set[int] = set()
-        self.ctx_b = context_size(d.base)
-        self.ctx_r = context_size(d.persrm) if d.persrm is not None else None
+        self.ctx_b = context_size(decoder.base)
+        self.ctx_r = context_size(decoder.persrm) if decoder.persrm is not None else None
         # per live row, (B,) each: tokens made so far, the token cap, the random key
         self.n_gen = torch.zeros(0, dtype=torch.long, device=self.dev)
         self.limit = torch.zeros(0, dtype=torch.long, device=self.dev)
         self.rkey = torch.zeros(0, dtype=torch.long, device=self.dev)
         self.out = torch.zeros((0, 1), dtype=torch.long, device=self.dev)  # (B, longest limit) tokens made
-        self.tokens = 0  # tokens made by all rows
 
     @property
     def live(self) -> int:
@@ -281,17 +282,18 @@ class DecodeBatch:
         d, s = self.dec, self.s
         enc = lambda tok, text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         keys, new_rows = [], []
-        plain: list[tuple[list[int], _Slot]] = []  # base model sequences
-        adapter: list[tuple[list[int], _Slot]] = []  # PersRM sequences
+        base_seqs: list[tuple[list[int], _Slot]] = []  # sequences the base model reads
+        rm_seqs: list[tuple[list[int], _Slot]] = []  # sequences the PersRM reads
         now = time.perf_counter()
         for i, req in enumerate(requests):
             key = self._next_key
             self._next_key += 1
             keys.append(key)
             bt, rts, reft = d.texts(req)
+            rm_texts = rts + ([reft] if reft else [])
             ids = enc(d.tok, bt)
             lim = s.max_new_tokens if self.ctx_b is None else min(s.max_new_tokens, self.ctx_b - len(ids))
-            mine_plain = [(ids, _Slot(key, "base"))]
+            mine_base = [(ids, _Slot(key, "base"))]
             mine_rm = []
             for p, text in zip([p for p in req.principles if p.weight != 0], rts):
                 rid = enc(d.rm_tok, text)
@@ -299,32 +301,29 @@ class DecodeBatch:
                 self._next_pair += 1
                 mine_rm.append((rid, _Slot(key, "principle", p.weight, pair)))
                 if d.reference == "prompted-base":  # the base reading the same principle prompt
-                    mine_plain.append((rid, _Slot(key, "prompted", 0.0, pair)))
-                if self.ctx_r is not None:
-                    lim = min(lim, self.ctx_r - len(rid))
+                    mine_base.append((rid, _Slot(key, "prompted", 0.0, pair)))
             if reft:
-                rid = enc(d.rm_tok, reft)
-                mine_rm.append((rid, _Slot(key, "ref")))
-                if self.ctx_r is not None:
-                    lim = min(lim, self.ctx_r - len(rid))
+                mine_rm.append((enc(d.rm_tok, reft), _Slot(key, "ref")))
+            if self.ctx_r is not None:
+                lim = min([lim] + [self.ctx_r - len(rid) for rid, _ in mine_rm])
             if lim < 1:
-                self.done.append((key, DecodeResult(req.id, [], "", "skipped", bt, rts + ([reft] if reft else []),
-                                                     0.0)))
+                self.done.append((key, DecodeResult(req.id, [], "", "skipped", bt, rm_texts, 0.0)))
                 continue
-            plain += mine_plain
-            adapter += mine_rm
-            rid_text = req.id if req.id is not None else str(i)
-            new_rows.append((_Row(key, req, bt, rts + ([reft] if reft else []), lim, now), row_key(self.seed, rid_text)))
+            base_seqs += mine_base
+            rm_seqs += mine_rm
+            row_id = req.id if req.id is not None else str(i)
+            new_rows.append((_Row(key, req, bt, rm_texts, lim, now), row_key(self.seed, row_id)))
         if not new_rows:
             return keys
-        self._add_slots(self.base_stream, [x for x, _ in plain], [sl for _, sl in plain],
-                        *(([x for x, _ in adapter], [sl for _, sl in adapter]) if self.rm_stream is self.base_stream
-                          else ((), [])))
-        if self.rm_stream is not None and self.rm_stream is not self.base_stream:
-            self._add_slots(self.rm_stream, [x for x, _ in adapter], [sl for _, sl in adapter])
+        unzip = lambda pairs: ([x for x, _ in pairs], [t for _, t in pairs])  # noqa: E731
+        if self.rm_stream is self.base_stream:
+            self.base_stream.add(*unzip(base_seqs), *unzip(rm_seqs))
+        else:
+            self.base_stream.add(*unzip(base_seqs))
+            if rm_seqs:
+                self.rm_stream.add(*unzip(rm_seqs))
         self.rows += [r for r, _ in new_rows]
-        dev = self.dev
-        n = len(new_rows)
+        n, dev = len(new_rows), self.dev
         width = max(self.out.shape[1], max(r.limit for r, _ in new_rows))
         self.out = torch.cat([torch.nn.functional.pad(self.out, (0, width - self.out.shape[1])),
                               torch.zeros((n, width), dtype=torch.long, device=dev)])
@@ -333,15 +332,6 @@ class DecodeBatch:
         self.rkey = torch.cat([self.rkey, torch.tensor([k for _, k in new_rows], dtype=torch.long, device=dev)])
         self._index()
         return keys
-
-    def _add_slots(self, stream: Stream, plain_ids, plain_slots, adapter_ids=(), adapter_slots=()) -> None:
-        if not plain_ids and not adapter_ids:
-            return
-        stream.add(plain_ids, adapter_ids)
-        old = self.slots[id(stream)]
-        n_plain_old = stream.n_plain - len(plain_ids)
-        # the same order Stream.add gives its rows
-        self.slots[id(stream)] = old[:n_plain_old] + list(plain_slots) + old[n_plain_old:] + list(adapter_slots)
 
     def cancel(self, key: int) -> None:
         """Stop a live row at the next step; it finishes as "cancelled" with the tokens it has."""
@@ -355,43 +345,30 @@ class DecodeBatch:
     # -- one step ----------------------------------------------------------------------------------
 
     def _index(self) -> None:
-        """Rebuild the index tensors that map slots to rows; runs only when rows join or leave."""
+        """Rebuild the index tensors that map slots to rows; runs only when rows join or leave.
+
+        Indices are rows of the stream that holds the slot, so a step reads each stream's logits in place."""
         pos = {r.key: i for i, r in enumerate(self.rows)}
         base_idx = [0] * len(self.rows)
-        pr_idx, owner, weight, pair_of = [], [], [], []
-        ref_of_row, ref_of_pair = {}, {}
-        feeds, offset = [], 0
-        self.running = [st for st in self.streams if self.slots[id(st)]]  # streams with rows
-        for st in self.running:
-            slots = self.slots[id(st)]
-            for j, sl in enumerate(slots):
-                g = offset + j
-                if sl.role == "base":
-                    base_idx[pos[sl.row]] = g
-                elif sl.role == "principle":
-                    pr_idx.append(g)
+        prompted = {}  # pair -> row of the base stream
+        for j, sl in enumerate(self.base_stream.tags):
+            if sl.role == "base":
+                base_idx[pos[sl.row]] = j
+            elif sl.role == "prompted":
+                prompted[sl.pair] = j
+        pr_idx, owner, weight, ref_idx = [], [], [], []
+        if self.rm_stream is not None:
+            ref_of_row = {sl.row: j for j, sl in enumerate(self.rm_stream.tags) if sl.role == "ref"}
+            for j, sl in enumerate(self.rm_stream.tags):
+                if sl.role == "principle":
+                    pr_idx.append(j)
                     owner.append(pos[sl.row])
                     weight.append(sl.weight)
-                    pair_of.append(sl.pair)
-                elif sl.role == "ref":
-                    ref_of_row[sl.row] = g
-                else:
-                    ref_of_pair[sl.pair] = g
-            feeds.append(torch.tensor([pos[sl.row] for sl in slots], dtype=torch.long, device=self.dev))
-            offset += len(slots)
-        dev = self.dev
-        self.feeds = feeds
-        self.base_idx = torch.tensor(base_idx, dtype=torch.long, device=dev)
-        self.pr_idx = torch.tensor(pr_idx, dtype=torch.long, device=dev)
-        self.owner = torch.tensor(owner, dtype=torch.long, device=dev)
-        self.weight = torch.tensor(weight, dtype=torch.float32, device=dev)
-        if self.dec.reference == "persrm":
-            keys = [self.rows[o].key for o in owner]
-            self.ref_idx = torch.tensor([ref_of_row[k] for k in keys], dtype=torch.long, device=dev)
-        elif self.dec.reference == "prompted-base":
-            self.ref_idx = torch.tensor([ref_of_pair[p] for p in pair_of], dtype=torch.long, device=dev)
-        else:
-            self.ref_idx = None
+                    ref_idx.append(ref_of_row.get(sl.row) if self.dec.reference == "persrm" else prompted.get(sl.pair))
+        t = lambda xs, dtype=torch.long: torch.tensor(xs, dtype=dtype, device=self.dev)  # noqa: E731
+        self.feeds = [t([pos[sl.row] for sl in st.tags]) for st in self.streams]
+        self.base_idx, self.pr_idx, self.owner, self.weight = t(base_idx), t(pr_idx), t(owner), t(weight, torch.float32)
+        self.ref_idx = t(ref_idx) if self.dec.reference != "base" else None
 
     @torch.inference_mode()
     def step(self) -> list[tuple[int, DecodeResult]]:
@@ -402,24 +379,23 @@ class DecodeBatch:
         if not self.rows:
             return self.finished()
         s = self.s
-        # (N, V) every slot's next-token logits, the streams' rows one after the other
-        z = self.running[0].logits if len(self.running) == 1 else torch.cat([st.logits.to(self.dev) for st in self.running])
-        zb = z[self.base_idx]  # (B, V)
-        guided = self.pr_idx.numel() > 0
-        cand, score = guided_scores(zb, z if guided else None, self.owner, self.weight, s.topk,
-                                    z if self.ref_idx is not None else None, self.ref_idx, self.pr_idx)
+        zb = self.base_stream.logits[self.base_idx]  # (B, V) the base's next-token logits per row
+        zr = zref = None
+        if self.pr_idx.numel():
+            zr = self.rm_stream.logits.to(self.dev)  # (N_rm, V), read at pr_idx: one row per principle stream
+            if self.ref_idx is not None:
+                zref = zr if self.dec.reference == "persrm" else self.base_stream.logits
+        cand, score = guided_scores(zb, zr, self.owner, self.weight, s.topk, zref, self.ref_idx, self.pr_idx)
         u = row_uniforms(self.rkey, self.n_gen) if s.mode == "sample" else None
         nxt = select_tokens(cand, score, s.mode, s.temperature, u)  # (B,)
-        B = nxt.shape[0]
-        self.out[torch.arange(B, device=self.dev), self.n_gen] = nxt
+        self.out[torch.arange(nxt.shape[0], device=self.dev), self.n_gen] = nxt
         self.n_gen += 1
-        self.tokens += B
         is_eos = torch.isin(nxt, self.eos)
         done = is_eos | (self.n_gen >= self.limit)
         if bool(done.any()):
             nxt = self._finish(done, is_eos, nxt)
-        if self.rows:
-            for st, feed in zip(self.running, self.feeds):
+        for st, feed in zip(self.streams, self.feeds):
+            if st.rows:
                 st.step(nxt[feed].to(st.device))
         return self.finished()
 
@@ -428,22 +404,18 @@ class DecodeBatch:
         if not bool(done.any()):
             return nxt
         now = time.perf_counter()
-        d = self.dec
         for i in done.nonzero().flatten().tolist():
             row = self.rows[i]
             toks = self.out[i, : int(self.n_gen[i])].tolist()
             reason = "cancelled" if is_eos is None else "eos" if bool(is_eos[i]) else "length"
-            text = d.tok.decode(toks[:-1] if reason == "eos" else toks, skip_special_tokens=True)
+            text = self.dec.tok.decode(toks[:-1] if reason == "eos" else toks, skip_special_tokens=True)
             self.done.append((row.key, DecodeResult(row.request.id, toks, text, reason, row.base_text, row.rm_texts,
                                                     now - row.started)))
         keep = (~done).nonzero().flatten()  # (B',) surviving positions
-        alive = {self.rows[i].key for i in keep.tolist()}
         self.rows = [self.rows[i] for i in keep.tolist()]
+        alive = {r.key for r in self.rows}
         self.out, self.n_gen, self.limit, self.rkey = self.out[keep], self.n_gen[keep], self.limit[keep], self.rkey[keep]
         for st in self.streams:
-            slots = self.slots[id(st)]
-            kept = [j for j, sl in enumerate(slots) if sl.row in alive]
-            st.keep(torch.tensor(kept, dtype=torch.long))
-            self.slots[id(st)] = [slots[j] for j in kept]
+            st.keep(torch.tensor([j for j, sl in enumerate(st.tags) if sl.row in alive], dtype=torch.long))
         self._index()
         return nxt[keep] if nxt is not None else None

@@ -42,7 +42,7 @@ class SliceLoRA:
     def why_not(model) -> str | None:
         """None if the model is a PEFT model with one plain LoRA adapter on linear layers; else the reason."""
         try:
-            from peft import PeftModel
+            from peft import PeftModel, PeftType
             from peft.tuners.lora import Linear as LoraLinear
             from peft.tuners.lora import LoraLayer
         except ImportError:
@@ -53,9 +53,8 @@ class SliceLoRA:
         if len(adapters) != 1:
             return f"the PersRM holds {len(adapters)} adapters; one is needed"
         name = adapters[0]
-        if getattr(model.peft_config[name], "peft_type", None) is None or str(model.peft_config[name].peft_type) not in (
-                "LORA", "PeftType.LORA"):
-            return f"adapter {name!r} is not a LoRA adapter"
+        if model.peft_config[name].peft_type != PeftType.LORA:
+            return f"adapter {name!r} is a {model.peft_config[name].peft_type} adapter, not LoRA"
         layers = [m for m in model.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
         if not layers:
             return "the adapter has no LoRA layers"
@@ -101,9 +100,20 @@ class SliceLoRA:
         self._handles = []
 
 
-def _cache_layers(cache):
+def _plain_layers(cache) -> list | None:
+    """The cache's layers if each is a plain growing one (keys and values of (N, H, T, D)), else None
+    (sliding windows, quantized or static caches: rows cannot be padded into them or cut)."""
+    from transformers.cache_utils import DynamicLayer
+
     layers = getattr(cache, "layers", None)
-    if layers is None or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+    if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    return layers
+
+
+def _cache_layers(cache) -> list:
+    layers = _plain_layers(cache)
+    if layers is None:
         raise PadError(f"rows cannot join a running batch with this model's cache ({type(cache).__name__}); "
                        "decode such prompts in separate batches")
     return layers
@@ -122,6 +132,7 @@ class Stream:
     """One model's batch of left-padded sequences, its KV cache and its latest next-token logits.
 
     model: a causal LM; lora: a SliceLoRA on it for the shared-backbone path (rows n_plain: use the adapter).
+    `tags` holds one caller's object per row (the engine's slots), kept in the rows' order as they join and leave.
     """
 
     def __init__(self, model, pad_id: int, lora: SliceLoRA | None = None):
@@ -137,12 +148,14 @@ class Stream:
         self.next_pos = torch.zeros((0,), dtype=torch.long, device=self.device)  # (N,) position of the next token
         self.logits: torch.Tensor | None = None  # (N, V) next-token logits of every row
         self.n_plain = 0
+        self.tags: list = []
 
     @property
     def rows(self) -> int:
         return self.mask.shape[0]
 
-    def add(self, plain: Sequence[list[int]], adapter: Sequence[list[int]] = ()) -> None:
+    def add(self, plain: Sequence[list[int]], plain_tags: Sequence = (), adapter: Sequence[list[int]] = (),
+            adapter_tags: Sequence = ()) -> None:
         """Prefill new rows and join them to the batch: plain rows after the plain section, adapter rows at the end."""
         seqs = [*plain, *adapter]
         if not seqs:
@@ -162,10 +175,11 @@ class Stream:
         if self.cache is None or self.rows == 0:
             self.cache, self.mask, self.next_pos, self.logits = cache, mask, next_pos, logits
             self.n_plain = len(plain)
+            self.tags = [*plain_tags, *adapter_tags]
             return
         # Join: pad both batches to one width on the left, then order the rows by section.
         W = max(self.mask.shape[1], width)
-        old, new = self.rows, len(seqs)
+        old = self.rows
         order = torch.cat([torch.arange(self.n_plain), old + torch.arange(len(plain)),
                            torch.arange(self.n_plain, old), old + len(plain) + torch.arange(len(adapter))])
         order = order.to(self.device)
@@ -175,8 +189,8 @@ class Stream:
         self.mask = torch.cat([_left_pad(self.mask, W, 1), _left_pad(mask, W, 1)])[order]
         self.next_pos = torch.cat([self.next_pos, next_pos])[order]
         self.logits = torch.cat([self.logits, logits])[order]
+        self.tags = [*self.tags[:self.n_plain], *plain_tags, *self.tags[self.n_plain:], *adapter_tags]
         self.n_plain += len(plain)
-        del new
 
     def step(self, tokens: torch.Tensor) -> None:
         """Feed one token per row, (N,); the stream's logits become the next step's."""
@@ -189,6 +203,7 @@ class Stream:
 
     def keep(self, idx: torch.Tensor) -> None:
         """Keep only the rows in `idx` (ascending), dropping the rest from the cache and the masks."""
+        self.tags = [self.tags[j] for j in idx.tolist()]
         idx = idx.to(self.device)
         self.n_plain = int((idx < self.n_plain).sum())
         if idx.numel() == 0:
@@ -202,8 +217,9 @@ class Stream:
         self.logits = self.logits[idx]
         # Columns that are padding for every row left are dead weight in each attention: cut them.
         first = int(self.mask.any(0).int().argmax())
-        if first > 0 and hasattr(self.cache, "layers"):
-            for layer in _cache_layers(self.cache):
+        layers = _plain_layers(self.cache) if first > 0 else None
+        if layers is not None:
+            for layer in layers:
                 layer.keys = layer.keys[:, :, first:]
                 layer.values = layer.values[:, :, first:]
             self.mask = self.mask[:, first:]

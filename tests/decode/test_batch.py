@@ -66,3 +66,39 @@ def test_cancel_frees_the_row_and_leaves_the_others(decoder_factory):
     while batch.live:
         rest += batch.step()
     assert rest[0][1].token_ids == alone
+
+
+def test_rows_leave_a_sliding_window_cache(tiny_tokenizer):
+    """A sliding-window model's cache cannot be cut or padded in place, so rows leave it by selection
+    alone; the longest row finishing first (which makes leading columns dead) must not break the batch."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    tok = tiny_tokenizer
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, sliding_window=8, initializer_range=0.4,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    model = MistralForCausalLM(cfg).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    dec = PADDecoder(model, tok, model)
+    reqs = [DecodeRequest("How do I bake bread at home? Please explain every step.", [Principle("harmless", 1.0)],
+                          id="long"),
+            DecodeRequest("hi", [Principle("humor", 1.0)], id="short")]
+    calls = {"n": 0}
+
+    def end_long_row(module, args, output):  # the long row (row 0) ends at its 4th token
+        calls["n"] += 1
+        if calls["n"] in (7, 8):  # base and PersRM forward in turn: the 4th logits of both
+            output[0, ..., tok.eos_token_id] += 1e4
+        return output
+
+    s = SamplingSettings(max_new_tokens=N)
+    alone = dec.generate([reqs[1]], s)[0].token_ids
+    handle = model.lm_head.register_forward_hook(end_long_row)
+    try:
+        got = {r.id: r for r in dec.generate(reqs, s)}
+    finally:
+        handle.remove()
+    assert got["long"].finish_reason == "eos" and len(got["long"].token_ids) < N
+    assert got["short"].token_ids == alone
