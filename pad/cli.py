@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -236,10 +235,10 @@ def decode(
              "temperature": temperature, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
              "reference": reference, "base_sees_principles": base_principles, "template": template,
              "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone}
+    given = {k: v for k, v in given.items() if v is not None}
+    if seed is not None:  # parsed apart: its value may be None ('none': unseeded)
+        given["seed"] = parse_seed(seed)
     base, runs, from_lines = decode_configs(config, given)
-    if seed is not None:  # 'none' is a value here (unseeded), so it cannot ride on "None: not given"
-        runs = [replace(r, seed=parse_seed(seed)) for r in runs]
-        base = replace(base, seed=runs[0].seed)
     rows = gather_prompts(prompts, dataset, prompt, limit)
     if not rows:
         if out is not None or config is not None:

@@ -155,14 +155,14 @@ def parse_seed(value: str | int | None) -> int | None:
 
 def decode_configs(config: str | Path | None, overrides: dict) -> tuple[DecodeConfig, list[DecodeConfig], bool]:
     """The settings of one `pad decode` call: (the base config, one config per run, whether they came from the
-    reference's run-config lines). `config` is a YAML recipe or a run-config file; `overrides` are the command
-    line's values (None: not given)."""
+    reference's run-config lines). `config` is a YAML recipe or a run-config file; `overrides` are the settings
+    the command line gave, which win over the recipe's."""
     path = Path(config) if config is not None else None
     if path is not None and not path.is_file():
         raise PadError(f"config file {str(path)!r} does not exist")
     is_recipe = path is not None and path.suffix in (".yaml", ".yml")
     base = load_decode_recipe(path) if is_recipe else DecodeConfig()
-    base = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    base = replace(base, **overrides)
     if path is not None and not is_recipe:
         return base, load_run_lines(path, base), True
     return base, [base], False

@@ -68,20 +68,20 @@ class Models:
         rm_dtype = resolve_dtype(cfg.rm_dtype or cfg.dtype, rm_device)
         self.rm_spec = str(spec)
         self.rm_tok = load_tokenizer(spec)
-        reason = None if cfg.backbone == "separate" else shared_blocker(cfg.llm, spec, device, rm_device, dtype, rm_dtype)
         self.base = load_causal_lm(cfg.llm, device, dtype)
-        if cfg.backbone != "separate" and reason is None:
-            reason = recorded_base_differs(self.base, cfg.llm, spec, device, dtype)
-        if cfg.backbone == "shared" and reason is not None:
-            raise PadError(f"--backbone shared cannot apply: {reason}")
-        if cfg.backbone != "separate" and reason is None:
-            from peft import PeftModel
+        if cfg.backbone != "separate":
+            reason = (shared_blocker(cfg.llm, spec, device, rm_device, dtype, rm_dtype)
+                      or recorded_base_differs(self.base, cfg.llm, spec, device, dtype))
+            if reason is None:
+                from peft import PeftModel
 
-            self.base = self.rm = PeftModel.from_pretrained(self.base, str(spec)).eval()
-            self.backbone = "shared"
-            return
+                self.base = self.rm = PeftModel.from_pretrained(self.base, str(spec)).eval()
+                self.backbone = "shared"
+                return
+            if cfg.backbone == "shared":
+                raise PadError(f"--backbone shared cannot apply: {reason}")
+            self.backbone_note = reason
         self.backbone = "separate"
-        self.backbone_note = reason if cfg.backbone == "auto" else None
         self.rm = load_causal_lm(spec, rm_device, rm_dtype)
         if hasattr(self.rm, "merge_and_unload"):
             # A second model anyway: fold the adapter in, so that a step costs a plain forward.
