@@ -66,24 +66,17 @@ def model_specs(which: str) -> tuple[str, str, str]:
 
 
 def load(which: str, method: str, device: str):
-    """(base, tokenizer, decoder) for a method; the PersRM loads the way `pad decode` loads it."""
-    from peft import PeftModel
-
-    from pad.models import load_causal_lm, load_tokenizer
+    """(base, tokenizer, decoder) for a method, loaded exactly as `pad decode` loads them (`Models`)."""
+    from pad.decode.config import DecodeConfig
+    from pad.decode.run import Models
 
     _, base_spec, rm_spec = model_specs(which)
-    tok = load_tokenizer(base_spec)
-    base = load_causal_lm(base_spec, device)
-    if method == "shared":
-        model = PeftModel.from_pretrained(base, rm_spec).eval()
-        dec = PADDecoder(model, tok, model, base_sees_principles=False)
-    elif method == "separate":
-        dec = PADDecoder(base, tok, load_causal_lm(rm_spec, device).merge_and_unload().eval(),
-                         base_sees_principles=False)
-    else:
-        dec = PADDecoder(base, tok, None, base_sees_principles=False)
+    cfg = DecodeConfig(llm=base_spec, rm=rm_spec, device=device, backbone="auto" if method == "vanilla" else method)
+    models = Models(cfg, need_rm=method != "vanilla")
+    assert models.backbone == ("none" if method == "vanilla" else method), (method, models.backbone_note)
+    dec = PADDecoder(models.base, models.tok, models.rm, backbone=cfg.backbone, base_sees_principles=False)
     dec.eos_ids = torch.tensor([-1])  # never stop early
-    return base, tok, dec
+    return models.base, models.tok, dec
 
 
 def runner(base, tok, dec, method: str, bs: int, new_tokens: int):

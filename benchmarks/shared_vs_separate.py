@@ -14,6 +14,7 @@ the merged and the unmerged adapter (floating-point order of W x + B A x against
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pad.decode import DecodeRequest, PADDecoder, SamplingSettings
+from pad.decode import DecodeRequest, PADDecoder, SamplingSettings, guided_scores
 from pad.decode.config import DecodeConfig
 from pad.decode.io import load_prompts
 from pad.decode.run import Models
@@ -32,22 +33,16 @@ KOALA = Path(__file__).resolve().parents[2] / "shared" / "data" / "koala_eval_50
 
 @torch.inference_mode()
 def scores_at(dec: PADDecoder, req: DecodeRequest, prefix: list[int], k: int):
-    """(candidates, guided scores, PersRM logits) after `prefix`, uncached, as the engine computes them."""
+    """(guided scores over the k candidates, PersRM logits) after `prefix`, uncached (reference base)."""
     enc = lambda t: dec.tok(t, add_special_tokens=False, return_tensors="pt")["input_ids"]  # noqa: E731
-    base_ids = torch.cat([enc(dec.texts(req)[0]), torch.tensor([prefix], dtype=torch.long)], 1)
-    rm_ids = torch.cat([enc(principle_prompt(dec.tok, req.prompt, req.principles[0].name, dec.template)),
-                        torch.tensor([prefix], dtype=torch.long)], 1)
-    if dec.backbone == "shared":
-        with dec.persrm.disable_adapter():
-            zb = dec.base(base_ids).logits[0, -1].float()
-        zr = dec.persrm(rm_ids).logits[0, -1].float()
-    else:
-        zb = dec.base(base_ids).logits[0, -1].float()
-        zr = dec.persrm(rm_ids).logits[0, -1].float()
-    zb_c, cand = zb.topk(k)
-    w = req.principles[0].weight
-    score = zb_c + w * (zr[cand].log_softmax(-1) - zb_c.log_softmax(-1))
-    return cand, score, zr
+    tail = torch.tensor([prefix], dtype=torch.long)
+    base_ids = torch.cat([enc(dec.texts(req)[0]), tail], 1)
+    rm_ids = torch.cat([enc(principle_prompt(dec.tok, req.prompt, req.principles[0].name, dec.template)), tail], 1)
+    with dec.persrm.disable_adapter() if dec.backbone == "shared" else contextlib.nullcontext():
+        zb = dec.base(base_ids).logits[:, -1]  # (1, V)
+    zr = dec.persrm(rm_ids).logits[:, -1]  # (1, V)
+    _, score = guided_scores(zb, zr, torch.tensor([0]), torch.tensor([req.principles[0].weight]), k)
+    return score[0], zr[0].float()
 
 
 def main():
@@ -86,8 +81,8 @@ def main():
             continue
         t = next(i for i, (x, y) in enumerate(zip(a.token_ids + [None], b.token_ids + [None])) if x != y)
         prefix = a.token_ids[:t]
-        _, s_sh, zr_sh = scores_at(decoders["shared"], req, prefix, 10)
-        _, s_se, zr_se = scores_at(decoders["separate"], req, prefix, 10)
+        s_sh, zr_sh = scores_at(decoders["shared"], req, prefix, 10)
+        s_se, zr_se = scores_at(decoders["separate"], req, prefix, 10)
         picks = [a.token_ids[t] if t < len(a.token_ids) else None, b.token_ids[t] if t < len(b.token_ids) else None]
         gap = {}
         for name, s in (("shared", s_sh), ("separate", s_se)):
