@@ -141,10 +141,8 @@ def load_run_lines(path: str | Path, base: DecodeConfig) -> list[DecodeConfig]:
     return runs
 
 
-def parse_seed(value: str | int | None) -> int | None:
+def parse_seed(value: str) -> int | None:
     """A seed from the command line: a whole number, or 'none' (unseeded)."""
-    if value is None or isinstance(value, int):
-        return value
     if value.strip().lower() in ("none", "null"):
         return None
     try:

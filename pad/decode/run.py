@@ -194,8 +194,7 @@ def decode_run(
         todo = [r for r in rows if r.id not in writer.done]
         summary.skipped_done = len(rows) - len(todo)
     decoder = PADDecoder(models.base, models.tok, models.rm, models.rm_tok, template=cfg.template,
-                         reference=cfg.reference, base_sees_principles=cfg.base_sees_principles,
-                         backbone=models.backbone if models.backbone != "none" else "auto")
+                         reference=cfg.reference, base_sees_principles=cfg.base_sees_principles)
     settings = SamplingSettings(topk=cfg.topk, mode=cfg.mode, temperature=cfg.temperature,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     defaults = cfg.parsed_principles()
