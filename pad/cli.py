@@ -195,7 +195,7 @@ def decode(
     mode: Annotated[str | None, typer.Option(help="greedy or sample (default: greedy).")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature over the candidates (default: 1.0).")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Most new tokens per prompt (default: 128).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Prompts decoded together (default: 8).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows decoded together (default: 8); the next prompt joins as soon as a row finishes.")] = None,
     seed: Annotated[str | None, typer.Option(help="Sampling seed (default: 0): a row's samples depend only on it and the row's id; 'none' for unseeded.")] = None,
     reference: Annotated[str | None, typer.Option(help="r against 'base' (default, the paper's code), 'persrm' without principles, or 'prompted-base': the base reading the PersRM's principle prompt, the reference DPO trained against (one more base pass per principle).")] = None,
     base_principles: Annotated[bool | None, typer.Option("--base-principles/--no-base-principles", help="Whether the base reads the principle prompt too (default: yes).")] = None,

@@ -36,7 +36,7 @@ class DecodeConfig:
     max_new_tokens: int = 128
     """Most tokens generated per prompt; each row also stops at its end-of-sequence token."""
     batch_size: int = 8
-    """Prompts decoded together."""
+    """Rows decoded together: a continuous batch, where the next prompt joins as soon as a row finishes."""
     seed: int | None = 0
     """Seed of the sampler (mode 'sample'): a row's samples depend only on it and the row's id, whatever the
     batch size, order or resume. None: unseeded (fresh randomness; the run file records seed null)."""

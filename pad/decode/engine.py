@@ -17,9 +17,10 @@ principles, and finished rows leave every cache at once.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -71,6 +72,10 @@ class DecodeRequest:
     prompt: str | list[Message]
     principles: list[Principle] = field(default_factory=list)
     id: str | None = None
+    settings: SamplingSettings | None = None
+    """This row's own top-k, mode, temperature, token cap and seed; None: the batch's."""
+    reference: str | None = None
+    """This row's reference (one of REFERENCES); None: the decoder's."""
 
 
 @dataclass
@@ -176,6 +181,7 @@ class PADDecoder:
 
     def texts(self, req: DecodeRequest) -> tuple[str, list[str], str | None]:
         """(base input, PersRM inputs per active principle, PersRM reference input or None)."""
+        reference = req.reference or self.reference
         active = [p for p in req.principles if p.weight != 0]
         joined = join_principles([p.name for p in req.principles]) or None
         base_text = principle_prompt(self.tok, req.prompt, joined if self.base_sees_principles else None,
@@ -183,15 +189,57 @@ class PADDecoder:
         if self.persrm is None or not active:
             return base_text, [], None
         rm_texts = [principle_prompt(self.rm_tok, req.prompt, p.name, self.template) for p in active]
-        ref_text = principle_prompt(self.rm_tok, req.prompt, None, self.template) if self.reference == "persrm" else None
+        ref_text = principle_prompt(self.rm_tok, req.prompt, None, self.template) if reference == "persrm" else None
         return base_text, rm_texts, ref_text
 
     def batch(self, settings: SamplingSettings | None = None) -> DecodeBatch:
         """An empty running batch: admit requests, step, collect finished rows."""
         s = settings or SamplingSettings()
-        if s.topk > self.vocab:
-            raise PadError(f"topk {s.topk} is larger than the vocabulary ({self.vocab} tokens)")
+        self.check(DecodeRequest("", settings=s))
         return DecodeBatch(self, s)
+
+    def check(self, req: DecodeRequest) -> None:
+        """Raise PadError if this decoder cannot run the request's own settings."""
+        if req.settings is not None and req.settings.topk > self.vocab:
+            raise PadError(f"topk {req.settings.topk} is larger than the vocabulary ({self.vocab} tokens)")
+        if req.reference is not None and req.reference not in REFERENCES:
+            raise PadError(f"reference {req.reference!r} is not one of {', '.join(REFERENCES)}")
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        requests: Iterable[DecodeRequest],
+        settings: SamplingSettings | None = None,
+        max_live: int = 8,
+        on_token: Callable[[int], None] | None = None,
+    ) -> Iterator[tuple[int, DecodeResult]]:
+        """Continuous batching over a (long) list of requests: up to `max_live` rows decode together, and a new
+        request joins as soon as a row finishes, so the batch stays full instead of waiting for its slowest
+        row. Yields (position in `requests`, result) as rows finish; results equal `generate`'s."""
+        if max_live < 1:
+            raise PadError(f"max_live must be >= 1, got {max_live!r}")
+        batch = self.batch(settings)
+        todo = iter(enumerate(requests))
+        where: dict[int, int] = {}  # batch key -> position in `requests`
+        more = True
+        while True:
+            if more and batch.live < max_live:
+                joining = list(itertools.islice(todo, max_live - batch.live))
+                more = len(joining) == max_live - batch.live
+                if joining:
+                    keys = batch.admit([r for _, r in joining], first=joining[0][0])
+                    where.update(zip(keys, (i for i, _ in joining)))
+            if not batch.live:
+                for key, res in batch.finished():
+                    yield where.pop(key), res
+                if not more:
+                    return
+                continue
+            n = batch.live
+            for key, res in batch.step():
+                yield where.pop(key), res
+            if on_token is not None:
+                on_token(n)
 
     @torch.inference_mode()
     def generate(
@@ -224,6 +272,20 @@ class _Slot:
 
 
 @dataclass
+class _Group:
+    """Rows guided together in a step (same top-k and reference) and where their slots are."""
+
+    rows: torch.Tensor | None  # (B_g,) positions among the live rows; None: all of them
+    k: int
+    reference: str
+    base_idx: torch.Tensor  # (B_g,) each row's base sequence in the base stream
+    pr_idx: torch.Tensor  # (S,) principle sequences in the PersRM stream
+    owner: torch.Tensor  # (S,) which of the group's rows each guides
+    weight: torch.Tensor  # (S,)
+    ref_idx: torch.Tensor | None  # (S,) each principle's reference sequence; None: the row's base logits
+
+
+@dataclass
 class _Row:
     key: int
     request: DecodeRequest
@@ -231,6 +293,8 @@ class _Row:
     rm_texts: list[str]
     limit: int
     started: float
+    s: SamplingSettings
+    reference: str
 
 
 class DecodeBatch:
@@ -261,12 +325,15 @@ class DecodeBatch:
         self._next_key = 0
         self._next_pair = 0
         self._cancelled: set[int] = set()
+        self._made: tuple[list[_Row], torch.Tensor] = ([], torch.zeros(0, dtype=torch.long))
         self.ctx_b = context_size(decoder.base)
         self.ctx_r = context_size(decoder.persrm) if decoder.persrm is not None else None
         # per live row, (B,) each: tokens made so far, the token cap, the random key
         self.n_gen = torch.zeros(0, dtype=torch.long, device=self.dev)
         self.limit = torch.zeros(0, dtype=torch.long, device=self.dev)
         self.rkey = torch.zeros(0, dtype=torch.long, device=self.dev)
+        self.temp = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, its temperature
+        self.sample = torch.zeros(0, dtype=torch.bool, device=self.dev)  # per row, whether it samples
         self.out = torch.zeros((0, 1), dtype=torch.long, device=self.dev)  # (B, longest limit) tokens made
 
     @property
@@ -276,10 +343,13 @@ class DecodeBatch:
     # -- rows join ---------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def admit(self, requests: Sequence[DecodeRequest]) -> list[int]:
+    def admit(self, requests: Sequence[DecodeRequest], first: int = 0) -> list[int]:
         """Prefill the requests and add them to the batch; returns their keys. A prompt that leaves no room
-        in a model's context finishes at once as "skipped"."""
-        d, s = self.dec, self.s
+        in a model's context finishes at once as "skipped". A request without an id keys its random stream
+        by its position, counted from `first`. A request the decoder cannot run raises before any joins."""
+        d = self.dec
+        for req in requests:
+            d.check(req)
         enc = lambda tok, text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         keys, new_rows = [], []
         base_seqs: list[tuple[list[int], _Slot]] = []  # sequences the base model reads
@@ -289,6 +359,8 @@ class DecodeBatch:
             key = self._next_key
             self._next_key += 1
             keys.append(key)
+            s = req.settings or self.s
+            reference = req.reference or d.reference
             bt, rts, reft = d.texts(req)
             rm_texts = rts + ([reft] if reft else [])
             ids = enc(d.tok, bt)
@@ -300,7 +372,7 @@ class DecodeBatch:
                 pair = self._next_pair
                 self._next_pair += 1
                 mine_rm.append((rid, _Slot(key, "principle", p.weight, pair)))
-                if d.reference == "prompted-base":  # the base reading the same principle prompt
+                if reference == "prompted-base":  # the base reading the same principle prompt
                     mine_base.append((rid, _Slot(key, "prompted", 0.0, pair)))
             if reft:
                 mine_rm.append((enc(d.rm_tok, reft), _Slot(key, "ref")))
@@ -311,8 +383,9 @@ class DecodeBatch:
                 continue
             base_seqs += mine_base
             rm_seqs += mine_rm
-            row_id = req.id if req.id is not None else str(i)
-            new_rows.append((_Row(key, req, bt, rm_texts, lim, now), row_key(self.seed, row_id)))
+            row_id = req.id if req.id is not None else str(first + i)
+            seed = s.seed if s.seed is not None else self.seed
+            new_rows.append((_Row(key, req, bt, rm_texts, lim, now, s, reference), row_key(seed, row_id)))
         if not new_rows:
             return keys
         unzip = lambda pairs: ([x for x, _ in pairs], [t for _, t in pairs])  # noqa: E731
@@ -330,8 +403,15 @@ class DecodeBatch:
         self.n_gen = torch.cat([self.n_gen, torch.zeros(n, dtype=torch.long, device=dev)])
         self.limit = torch.cat([self.limit, torch.tensor([r.limit for r, _ in new_rows], device=dev)])
         self.rkey = torch.cat([self.rkey, torch.tensor([k for _, k in new_rows], dtype=torch.long, device=dev)])
+        self.temp = torch.cat([self.temp, torch.tensor([r.s.temperature for r, _ in new_rows], device=dev)])
+        self.sample = torch.cat([self.sample, torch.tensor([r.s.mode == "sample" for r, _ in new_rows], device=dev)])
         self._index()
         return keys
+
+    def new_tokens(self) -> list[tuple[int, int]]:
+        """(key, token) of every row the last step made a token for, finished rows included (for streaming)."""
+        rows, tokens = self._made
+        return list(zip((r.key for r in rows), tokens.tolist()))
 
     def cancel(self, key: int) -> None:
         """Stop a live row at the next step; it finishes as "cancelled" with the tokens it has."""
@@ -347,28 +427,40 @@ class DecodeBatch:
     def _index(self) -> None:
         """Rebuild the index tensors that map slots to rows; runs only when rows join or leave.
 
+        Rows that share a top-k and a reference form one group, guided together (almost always one group).
         Indices are rows of the stream that holds the slot, so a step reads each stream's logits in place."""
         pos = {r.key: i for i, r in enumerate(self.rows)}
-        base_idx = [0] * len(self.rows)
+        base_of = {}  # row key -> its base row in the base stream
         prompted = {}  # pair -> row of the base stream
         for j, sl in enumerate(self.base_stream.tags):
             if sl.role == "base":
-                base_idx[pos[sl.row]] = j
+                base_of[sl.row] = j
             elif sl.role == "prompted":
                 prompted[sl.pair] = j
-        pr_idx, owner, weight, ref_idx = [], [], [], []
-        if self.rm_stream is not None:
-            ref_of_row = {sl.row: j for j, sl in enumerate(self.rm_stream.tags) if sl.role == "ref"}
-            for j, sl in enumerate(self.rm_stream.tags):
-                if sl.role == "principle":
-                    pr_idx.append(j)
-                    owner.append(pos[sl.row])
-                    weight.append(sl.weight)
-                    ref_idx.append(ref_of_row.get(sl.row) if self.dec.reference == "persrm" else prompted.get(sl.pair))
+        rm_tags = self.rm_stream.tags if self.rm_stream is not None else []
+        ref_of_row = {sl.row: j for j, sl in enumerate(rm_tags) if sl.role == "ref"}
+        members: dict[tuple[int, str], list[int]] = {}
+        for i, r in enumerate(self.rows):
+            members.setdefault((r.s.topk, r.reference), []).append(i)
         t = lambda xs, dtype=torch.long: torch.tensor(xs, dtype=dtype, device=self.dev)  # noqa: E731
+        self.groups = []
+        for (k, reference), rows in members.items():
+            local = {self.rows[i].key: n for n, i in enumerate(rows)}
+            pr_idx, owner, weight, ref_idx = [], [], [], []
+            for j, sl in enumerate(rm_tags):
+                if sl.role == "principle" and sl.row in local:
+                    pr_idx.append(j)
+                    owner.append(local[sl.row])
+                    weight.append(sl.weight)
+                    ref_idx.append(ref_of_row.get(sl.row) if reference == "persrm" else prompted.get(sl.pair))
+            whole = len(rows) == len(self.rows)  # one group: no gathering of rows
+            self.groups.append(_Group(
+                rows=None if whole else t(rows), k=k, reference=reference,
+                base_idx=t([base_of[self.rows[i].key] for i in rows]), pr_idx=t(pr_idx), owner=t(owner),
+                weight=t(weight, torch.float32), ref_idx=t(ref_idx) if reference != "base" else None))
         self.feeds = [t([pos[sl.row] for sl in st.tags]) for st in self.streams]
-        self.base_idx, self.pr_idx, self.owner, self.weight = t(base_idx), t(pr_idx), t(owner), t(weight, torch.float32)
-        self.ref_idx = t(ref_idx) if self.dec.reference != "base" else None
+        self.any_sample = any(r.s.mode == "sample" for r in self.rows)
+        self.all_sample = all(r.s.mode == "sample" for r in self.rows)
 
     @torch.inference_mode()
     def step(self) -> list[tuple[int, DecodeResult]]:
@@ -378,16 +470,23 @@ class DecodeBatch:
             self._cancelled.clear()
         if not self.rows:
             return self.finished()
-        s = self.s
-        zb = self.base_stream.logits[self.base_idx]  # (B, V) the base's next-token logits per row
-        zr = zref = None
-        if self.pr_idx.numel():
-            zr = self.rm_stream.logits.to(self.dev)  # (N_rm, V), read at pr_idx: one row per principle stream
-            if self.ref_idx is not None:
-                zref = zr if self.dec.reference == "persrm" else self.base_stream.logits
-        cand, score = guided_scores(zb, zr, self.owner, self.weight, s.topk, zref, self.ref_idx, self.pr_idx)
-        u = row_uniforms(self.rkey, self.n_gen) if s.mode == "sample" else None
-        nxt = select_tokens(cand, score, s.mode, s.temperature, u)  # (B,)
+        u = row_uniforms(self.rkey, self.n_gen) if self.any_sample else None  # (B,)
+        mode = "sample" if self.all_sample else self.sample if self.any_sample else "greedy"
+        nxt = torch.empty(len(self.rows), dtype=torch.long, device=self.dev)  # (B,)
+        for g in self.groups:
+            zb = self.base_stream.logits[g.base_idx]  # (B_g, V) the base's next-token logits per row
+            zr = zref = None
+            if g.pr_idx.numel():
+                zr = self.rm_stream.logits.to(self.dev)  # (N_rm, V), read at pr_idx: one row per principle stream
+                if g.ref_idx is not None:
+                    zref = zr if g.reference == "persrm" else self.base_stream.logits
+            cand, score = guided_scores(zb, zr, g.owner, g.weight, g.k, zref, g.ref_idx, g.pr_idx)  # (B_g, k)
+            if g.rows is None:
+                nxt = select_tokens(cand, score, mode, self.temp, u)
+            else:
+                m = mode if isinstance(mode, str) else mode[g.rows]
+                nxt[g.rows] = select_tokens(cand, score, m, self.temp[g.rows], u[g.rows] if u is not None else None)
+        self._made = (self.rows, nxt)  # for new_tokens(); _finish replaces self.rows, never edits it
         self.out[torch.arange(nxt.shape[0], device=self.dev), self.n_gen] = nxt
         self.n_gen += 1
         is_eos = torch.isin(nxt, self.eos)
@@ -415,6 +514,7 @@ class DecodeBatch:
         self.rows = [self.rows[i] for i in keep.tolist()]
         alive = {r.key for r in self.rows}
         self.out, self.n_gen, self.limit, self.rkey = self.out[keep], self.n_gen[keep], self.limit[keep], self.rkey[keep]
+        self.temp, self.sample = self.temp[keep], self.sample[keep]
         for st in self.streams:
             st.keep(torch.tensor([j for j, sl in enumerate(st.tags) if sl.row in alive], dtype=torch.long))
         self._index()

@@ -147,11 +147,6 @@ def needs_rm(cfg: DecodeConfig, rows: list[PromptRow]) -> bool:
     return any(p.weight != 0 for r in rows for p in row_principles(r, cfg, defaults))
 
 
-def batches(rows: list[PromptRow], size: int) -> Iterator[list[PromptRow]]:
-    for i in range(0, len(rows), size):
-        yield rows[i:i + size]
-
-
 def record(row: PromptRow, res: DecodeResult, principles, cfg: DecodeConfig, run: str, rm_spec,
            backbone: str = "none") -> dict:
     settings = cfg.settings_record(run)
@@ -198,30 +193,36 @@ def decode_run(
     settings = SamplingSettings(topk=cfg.topk, mode=cfg.mode, temperature=cfg.temperature,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     defaults = cfg.parsed_principles()
+    principles = [row_principles(r, cfg, defaults) for r in todo]
+    reqs = [DecodeRequest(r.prompt, p, r.id) for r, p in zip(todo, principles)]
     bar = tqdm(total=len(todo), desc=run, unit="prompt", disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
+
+    def tick(n):
+        summary.tokens += n
+        elapsed = time.perf_counter() - t0
+        bar.set_postfix_str(f"{summary.tokens / elapsed:.1f} tok/s" if elapsed > 0 else "", refresh=False)
+
+    # Continuous batching: a row that finishes makes room for the next prompt at once. Finished rows are
+    # written in input order, so the file is always the first rows of the input (a resume skips them).
+    ready: dict[int, dict] = {}
+    next_out = 0
     try:
-        for chunk in batches(todo, cfg.batch_size):
-            principles = [row_principles(r, cfg, defaults) for r in chunk]
-            reqs = [DecodeRequest(r.prompt, p, r.id) for r, p in zip(chunk, principles)]
-
-            def tick(n):
-                summary.tokens += n
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix_str(f"{summary.tokens / elapsed:.1f} tok/s" if elapsed > 0 else "", refresh=False)
-
-            results = decoder.generate(reqs, settings, on_token=tick)
-            recs = [record(r, res, p, cfg, run, models.rm_spec, decoder.backbone)
-                    for r, res, p in zip(chunk, results, principles)]
-            for rec in recs:
-                if rec["finish_reason"] == "skipped":
-                    summary.too_long += 1
-                    log.warning("prompt %s is longer than the model's context: skipped", rec["id"])
-            if writer is not None:
-                writer.write(recs)
-            summary.records.extend(recs)
-            summary.written += len(recs)
-            bar.update(len(chunk))
+        for i, res in decoder.stream(reqs, settings, max_live=cfg.batch_size, on_token=tick):
+            ready[i] = record(todo[i], res, principles[i], cfg, run, models.rm_spec, decoder.backbone)
+            if res.finish_reason == "skipped":
+                summary.too_long += 1
+                log.warning("prompt %s is longer than the model's context: skipped", todo[i].id)
+            recs = []
+            while next_out in ready:
+                recs.append(ready.pop(next_out))
+                next_out += 1
+            if recs:
+                if writer is not None:
+                    writer.write(recs)
+                summary.records.extend(recs)
+                summary.written += len(recs)
+            bar.update(1)
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t0

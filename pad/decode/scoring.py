@@ -63,24 +63,30 @@ def guided_scores(
 def select_tokens(
     cand: torch.Tensor,
     score: torch.Tensor,
-    mode: str = "greedy",
-    temperature: float = 1.0,
+    mode: str | torch.Tensor = "greedy",
+    temperature: float | torch.Tensor = 1.0,
     uniform: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B,) next tokens: argmax of the score, or a sample from softmax(score / T) over the candidates.
 
+    mode: "greedy", "sample", or a (B,) bool tensor marking the rows that sample (the rest are greedy).
+    temperature: T, one for all rows or (B,) one per row.
     uniform: (B,) numbers in [0, 1), one per row, that decide the samples (see `row_uniforms`);
     None draws them from torch's global generator.
     """
-    if mode == "greedy":
-        pick = score.argmax(-1, keepdim=True)  # (B, 1)
-    else:
-        if uniform is None:
-            uniform = torch.rand(score.shape[0], device=score.device)
-        cdf = (score / temperature).softmax(-1).cumsum(-1)  # (B, k)
-        # inverse CDF: the first candidate whose cumulative probability passes u
-        pick = (cdf < uniform[:, None].to(cdf.dtype) * cdf[:, -1:]).sum(-1, keepdim=True)
-        pick = pick.clamp(max=cand.shape[1] - 1)
+    greedy = score.argmax(-1, keepdim=True)  # (B, 1)
+    if isinstance(mode, str) and mode == "greedy":
+        return cand.gather(1, greedy).squeeze(1)
+    if uniform is None:
+        uniform = torch.rand(score.shape[0], device=score.device)
+    if isinstance(temperature, torch.Tensor):
+        temperature = temperature.to(score.dtype)[:, None]  # (B, 1)
+    cdf = (score / temperature).softmax(-1).cumsum(-1)  # (B, k)
+    # inverse CDF: the first candidate whose cumulative probability passes u
+    pick = (cdf < uniform[:, None].to(cdf.dtype) * cdf[:, -1:]).sum(-1, keepdim=True)
+    pick = pick.clamp(max=cand.shape[1] - 1)
+    if isinstance(mode, torch.Tensor):
+        pick = torch.where(mode[:, None], pick, greedy)
     return cand.gather(1, pick).squeeze(1)
 
 

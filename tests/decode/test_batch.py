@@ -102,3 +102,54 @@ def test_rows_leave_a_sliding_window_cache(tiny_tokenizer):
         handle.remove()
     assert got["long"].finish_reason == "eos" and len(got["long"].token_ids) < N
     assert got["short"].token_ids == alone
+
+
+def test_rows_with_their_own_settings_decode_as_alone(decoder_factory):
+    """A server's rows each bring top-k, mode, temperature, token cap, seed and reference; sharing a batch
+    changes none of their tokens."""
+    dec = decoder_factory("base")
+    own = [
+        (SamplingSettings(max_new_tokens=N, topk=3), None),
+        (SamplingSettings(max_new_tokens=N - 7, mode="sample", temperature=0.7, seed=1), "persrm"),
+        (SamplingSettings(max_new_tokens=N, mode="sample", temperature=2.0, seed=2, topk=5), None),
+        (SamplingSettings(max_new_tokens=5), "prompted-base"),
+        (SamplingSettings(max_new_tokens=N, topk=3), "persrm"),
+    ]
+    reqs = [DecodeRequest(r.prompt, r.principles, r.id, settings=st, reference=ref) for r, (st, ref) in zip(REQS, own)]
+    alone = {}
+    for r, (st, ref) in zip(REQS, own):
+        solo = decoder_factory(ref or "base")
+        alone[r.id] = solo.generate([r], st)[0].token_ids
+    batch = dec.batch(SamplingSettings(max_new_tokens=2))
+    batch.admit(reqs[:3])
+    got = {}
+    for step in range(10 * N):
+        if step == 2:
+            batch.admit(reqs[3:])
+        got.update({res.id: res.token_ids for _, res in batch.step()})
+        if not batch.live:
+            break
+    assert got == alone
+    assert len(got["b"]) == N - 7 and len(got["d"]) <= 5
+
+
+def test_continuous_stream_equals_static_batches(decoder_factory):
+    dec = decoder_factory("persrm")
+    s = SamplingSettings(max_new_tokens=N, mode="sample", seed=3)
+    reqs = [DecodeRequest(r.prompt, r.principles) for r in REQS] * 2  # no ids: keyed by position
+    static = dec.generate(reqs, s)
+    seen = sorted(dec.stream(reqs, s, max_live=3), key=lambda x: x[0])
+    assert [i for i, _ in seen] == list(range(len(reqs)))
+    assert [r.token_ids for _, r in seen] == [r.token_ids for r in static]
+
+
+def test_a_request_the_decoder_cannot_run_joins_nothing(decoder_factory):
+    from pad.errors import PadError
+
+    dec = decoder_factory("base")
+    batch = dec.batch(SamplingSettings(max_new_tokens=N))
+    with pytest.raises(PadError, match="reference 'nope'"):
+        batch.admit([REQS[0], DecodeRequest("x", reference="nope")])
+    with pytest.raises(PadError, match="topk 100000"):
+        batch.admit([DecodeRequest("x", settings=SamplingSettings(topk=100000))])
+    assert batch.live == 0
