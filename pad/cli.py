@@ -16,7 +16,7 @@ import typer
 app = typer.Typer(
     name="pad",
     help="Personalized alignment at decoding time: train a principle-conditioned reward model (PersRM), "
-    "steer any LLM with it while decoding, and score the results.",
+    "steer any LLM with it while decoding (or serve it), and score the results.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -259,6 +259,68 @@ def decode(
                        f"{summary.too_long} too long; {summary.tokens} tokens at {summary.tokens_per_s:.1f} tok/s")
         if run.exported is not None:
             typer.echo(f"{run.exported[0]}: {run.exported[1]} rows in the reference's JSON format")
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@friendly_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    llm: Annotated[str | None, typer.Option(help="Base model: hub id, folder or .gguf (default: SmolLM2-135M-Instruct).")] = None,
+    rm: Annotated[str | None, typer.Option(help="PersRM: merged folder, LoRA adapter folder or .gguf (default: the shipped one).")] = None,
+    name: Annotated[str | None, typer.Option(help="The model id clients send and GET /v1/models lists (default: --llm).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Most requests decoding at once (rows of the continuous batch).")] = 8,
+    max_queue: Annotated[int, typer.Option(help="Most requests waiting for a row; beyond it, 429.")] = 64,
+    max_tokens: Annotated[int, typer.Option(help="The most new tokens one request may ask for (max_tokens above it: 400).")] = 1024,
+    principle: Annotated[list[str] | None, typer.Option("--principle", "-p", help="Principles of requests that send none ('name' or 'name=weight'; default: none, vanilla).")] = None,
+    weight: Annotated[float | None, typer.Option("--weight", "-w", help="Weight of principles sent without one (default: 1.0).")] = None,
+    topk: Annotated[int | None, typer.Option(help="Default candidates k per step (default: 10).")] = None,
+    mode: Annotated[str | None, typer.Option(help="Default mode of requests without temperature: greedy or sample (default: greedy).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="New tokens of requests without max_tokens (default: 128).")] = None,
+    reference: Annotated[str | None, typer.Option(help="Default reference: base, persrm or prompted-base (see pad decode --help).")] = None,
+    base_principles: Annotated[bool | None, typer.Option("--base-principles/--no-base-principles", help="Whether the base reads the principle prompt too (default: what the PersRM advises, else yes).")] = None,
+    template: Annotated[str | None, typer.Option(help="Principle prompt template with {principles} and {prompt}.")] = None,
+    device: Annotated[str | None, typer.Option(help="Base device: auto, cpu, cuda, cuda:1 ...")] = None,
+    rm_device: Annotated[str | None, typer.Option(help="PersRM device (default: the base's).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="shared, separate or auto (default; see pad decode --help).")] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML recipe of DecodeConfig fields: the server-side defaults.")] = None,
+    drain_seconds: Annotated[float, typer.Option(help="On Ctrl-C, how long live requests may run on before they are cancelled.")] = 30.0,
+):
+    """An OpenAI-compatible server where every request brings its own principles.
+
+    POST /v1/chat/completions takes OpenAI's chat body (messages, max_tokens, temperature, seed, stream,
+    stop) and PAD's own fields at its top level: principles ([{"name": "concise", "weight": 1}] or
+    ["concise=1"]), topk, reference, mode. Requests are batched continuously: a request joins the running
+    batch at the next step and leaves it as it ends. GET /v1/models, GET /health.
+
+    With no arguments, serves the embedded default (SmolLM2-135M-Instruct and the shipped PersRM) on
+    127.0.0.1:8000. From Python, with the official client:
+
+      client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")
+
+      client.chat.completions.create(model="HuggingFaceTB/SmolLM2-135M-Instruct",
+      messages=[{"role": "user", "content": "Tell me about cats"}],
+      extra_body={"principles": ["concise=1"]})
+    """
+    import logging
+
+    from pad.decode.config import decode_configs
+    from pad.serve import build_service
+    from pad.serve.server import serve as run_server
+
+    quiet_libraries()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    given = {"llm": llm, "rm": rm, "principles": principle or None, "weight": weight, "topk": topk, "mode": mode,
+             "max_new_tokens": max_new_tokens, "reference": reference, "base_sees_principles": base_principles,
+             "template": template, "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone}
+    cfg, _, _ = decode_configs(config, {k: v for k, v in given.items() if v is not None})
+    typer.echo(f"loading {cfg.llm} ...", err=True)
+    svc = build_service(cfg, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens, name=name)
+    typer.echo(f"serving {svc.model_id!r} (backbone: {svc.decoder.backbone}) on http://{host}:{port}/v1 "
+               f"- Ctrl-C to stop", err=True)
+    run_server(svc, host, port, drain_seconds)
+    typer.echo(f"stopped after {svc.worker.served} requests", err=True)
 
 
 def _prompt_text(prompt) -> str:

@@ -465,6 +465,7 @@ class DecodeBatch:
     @torch.inference_mode()
     def step(self) -> list[tuple[int, DecodeResult]]:
         """Make one token for every live row; returns the rows that finished, as (key, result)."""
+        self._made = ([], self._made[1][:0])
         if self._cancelled:
             self._finish(torch.tensor([r.key in self._cancelled for r in self.rows], device=self.dev), None)
             self._cancelled.clear()

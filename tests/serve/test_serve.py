@@ -1,0 +1,260 @@
+"""`pad serve` as its users use it: a real HTTP server on a loopback port, the official `openai` client and
+httpx, on the tiny fixtures. Every answer is checked against offline decoding of the same request."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import httpx
+import openai
+import pytest
+
+from pad.decode.config import DecodeConfig
+from pad.decode.engine import DecodeRequest, SamplingSettings
+from pad.decode.run import Models, decode_run, gather_prompts
+from pad.principles import Principle
+from pad.serve import build_service, running_server
+
+CATS = "Tell me a joke about cats."
+BREAD = "How do I bake bread at home? Please explain every step in detail."
+
+
+def wait_for(predicate, what: str, tries: int = 200, pause: float = 0.05):
+    """Poll until `predicate()` holds; a bounded loop that fails with `what`."""
+    for _ in range(tries):
+        value = predicate()
+        if value:
+            return value
+        time.sleep(pause)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module", params=["shared", "separate"])
+def server(request, tiny_llama, tiny_lora, tiny_persrm):
+    """(base URL, models, config): a server over the tiny base with a LoRA PersRM (one backbone) or a
+    second model (two)."""
+    rm = tiny_lora if request.param == "shared" else tiny_persrm
+    cfg = DecodeConfig(llm=str(tiny_llama), rm=str(rm), max_new_tokens=24)
+    models = Models(cfg, need_rm=True)
+    assert models.backbone == request.param
+    svc = build_service(cfg, max_batch=4, max_queue=8, max_tokens=600, name="tiny", models=models)
+    with running_server(svc) as url:
+        yield url, models, cfg
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def offline(models, cfg, prompt, principles, **settings) -> dict:
+    """What `pad decode --prompt PROMPT -p ...` writes for the same request."""
+    run_cfg = replace(cfg, principles=principles, **settings)
+    return decode_run(run_cfg, gather_prompts(prompt=[prompt]), models, progress=False).records[0]
+
+
+def ask(url, prompt, principles=None, **body):
+    extra = {k: v for k, v in {"principles": principles, **body}.items() if k in ("principles", "topk", "reference", "mode")}
+    std = {k: v for k, v in body.items() if k not in extra}
+    return client(url).chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
+                                               extra_body={k: v for k, v in extra.items() if v is not None}, **std)
+
+
+def health(url) -> dict:
+    return httpx.get(f"{url}/health").json()
+
+
+def test_models_and_health(server):
+    url, models, _ = server
+    assert [m.id for m in client(url).models.list().data] == ["tiny"]
+    h = health(url)
+    assert h["status"] == "ok" and h["backbone"] == models.backbone and h["live"] == 0
+
+
+@pytest.mark.parametrize("principles", [["harmless=1"], ["humor=1.5", "concise=0.5"], []])
+def test_answers_equal_pad_decode(server, principles):
+    url, models, cfg = server
+    want = offline(models, cfg, CATS, principles)
+    got = ask(url, CATS, principles, max_tokens=24)
+    assert got.choices[0].message.content == want["response"]
+    assert got.choices[0].finish_reason == {"eos": "stop", "length": "length"}[want["finish_reason"]]
+    assert got.usage.completion_tokens == want["tokens"]
+    assert got.model_extra["pad"]["principles"] == want["principles"]
+
+
+def test_stream_equals_the_answer_and_pad_decode(server):
+    url, models, cfg = server
+    want = offline(models, cfg, BREAD, ["harmless=1"], topk=5, reference="persrm")
+    chunks = list(ask(url, BREAD, ["harmless=1"], topk=5, reference="persrm", max_tokens=24, stream=True,
+                      stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == want["response"]
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # streamed, not one piece
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == want["tokens"] == 24
+
+
+def test_sse_ends_with_done(server):
+    url, _, _ = server
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+    assert json.loads(lines[-2][6:])["choices"][0]["finish_reason"] == "length"
+
+
+def test_concurrent_requests_each_get_their_own_guidance(server):
+    url, models, cfg = server
+    asks = [(CATS, ["harmless=1"], {}), (CATS, ["humor=1.5"], {}), (BREAD, ["concise=1", "expert=0.5"], {"topk": 4}),
+            ("hi", [], {}), (BREAD, ["humor=1"], {"reference": "prompted-base"}), (CATS, ["concise=0.5"], {})]
+    with ThreadPoolExecutor(len(asks)) as pool:
+        futures = [pool.submit(ask, url, p, ps, max_tokens=24, **kw) for p, ps, kw in asks]
+        got = [f.result().choices[0].message.content for f in futures]
+    want = [offline(models, cfg, p, ps, **kw)["response"] for p, ps, kw in asks]
+    assert got == want
+    assert len(set(got[:2] + got[-1:])) == 3  # the same prompt, three principles: three answers
+
+
+def test_seeded_sampling_is_the_engines_and_repeats(server):
+    url, models, cfg = server
+    dec_req = DecodeRequest([{"role": "user", "content": CATS}], [Principle("harmless", 1.0)], id="chat",
+                            settings=SamplingSettings(mode="sample", temperature=1.3, seed=11, max_new_tokens=20))
+    from pad.decode.engine import PADDecoder
+
+    want = PADDecoder(models.base, models.tok, models.rm, models.rm_tok).generate([dec_req])[0].text
+    a = ask(url, CATS, ["harmless=1"], temperature=1.3, seed=11, max_tokens=20).choices[0].message.content
+    b = ask(url, CATS, ["harmless=1"], temperature=1.3, seed=11, max_tokens=20).choices[0].message.content
+    other = ask(url, CATS, ["harmless=1"], temperature=1.3, seed=12, max_tokens=20).choices[0].message.content
+    assert a == b == want != other
+
+
+def test_stop_strings_end_the_answer(server):
+    url, _, _ = server
+    full = ask(url, CATS, ["harmless=1"], max_tokens=24).choices[0].message.content
+    stop = full[10:13]
+    cut = full[: full.find(stop)]
+    got = ask(url, CATS, ["harmless=1"], max_tokens=24, stop=[stop])
+    assert got.choices[0].message.content == cut and got.choices[0].finish_reason == "stop"
+    streamed = list(ask(url, CATS, ["harmless=1"], max_tokens=24, stop=stop, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == cut
+    assert streamed[-1].choices[0].finish_reason == "stop"
+    assert wait_for(lambda: health(url)["live"] == 0, "the stopped rows to leave")
+
+
+@pytest.mark.parametrize(("body", "param", "says"), [
+    ({"principles": [{"name": "concise", "weight": "heavy"}]}, "principles[0].weight", "finite number"),
+    ({"principles": ["concise=abc"]}, "principles[0]", "concise=abc"),
+    ({"reference": "nope"}, "reference", "'nope' is not one of base, persrm, prompted-base"),
+    ({"topk": 0}, "topk", "topk must be"),
+    ({"temperature": -1}, "temperature", "temperature"),
+    ({"max_tokens": 601}, "max_tokens", "cap of 600"),
+    ({"frobnicate": 1}, "frobnicate", "unknown field"),
+    ({"top_p": 0.5}, "top_p", "use topk"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "'robot'"),
+    ({"messages": [{"role": "user", "content": "long " * 600}]}, "messages", "context is 512 tokens"),
+])
+def test_bad_fields_get_400_naming_them_and_the_server_goes_on(server, body, param, says):
+    url, _, _ = server
+    full = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, **body}
+    r = httpx.post(f"{url}/v1/chat/completions", json=full)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and says in err["message"] and "\n" not in err["message"]
+    assert ask(url, "hi", max_tokens=3).choices[0].finish_reason in ("stop", "length")
+
+
+def test_bad_json_and_unknown_model(server):
+    url, _, _ = server
+    r = httpx.post(f"{url}/v1/chat/completions", content=b'{"model": "tiny", "messages": [',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    with pytest.raises(openai.NotFoundError, match="'gpt-4' is not served here"):
+        client(url).chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="reference"):
+        ask(url, "hi", ["concise"], reference="nope")
+    assert ask(url, "hi", max_tokens=3).choices[0].message.content is not None
+
+
+# -- a server that is kept busy --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def long_model(tiny_dir, tiny_tokenizer):
+    """A tiny base with a long context, so that one row can be kept decoding for seconds."""
+    from pad.testing import save_tiny_model
+
+    return save_tiny_model(tiny_dir / "llama_long", "llama", seed=0, tokenizer=tiny_tokenizer, max_positions=8192)
+
+
+@pytest.fixture
+def busy_server(long_model):
+    """One row, one place in the queue."""
+    cfg = DecodeConfig(llm=str(long_model), rm=None, max_new_tokens=8)
+    svc = build_service(cfg, max_batch=1, max_queue=1, max_tokens=8000, name="tiny")
+    with running_server(svc) as url:
+        yield url, svc
+
+
+def open_stream(url, max_tokens=8000):
+    """A streaming request left open, read up to its first words; returns (client, response, its lines).
+    (Keep the lines: when their iterator is collected, httpx closes the response.)"""
+    http = httpx.Client(timeout=60)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens, "stream": True}
+    r = http.send(http.build_request("POST", f"{url}/v1/chat/completions", json=body), stream=True)
+    lines = r.iter_lines()
+    for _ in range(3):  # the role chunk and two pieces of text: the row is decoding
+        assert next(lines).startswith("data: ")
+        next(lines)  # the blank line after each event
+    return http, r, lines
+
+
+def test_a_full_queue_gets_429_and_the_server_goes_on(busy_server):
+    url, _ = busy_server
+    http, long, _lines = open_stream(url)
+    try:
+        assert health(url)["live"] == 1
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(ask, url, "hi", max_tokens=4)  # takes the one place in the queue
+            wait_for(lambda: health(url)["waiting"] == 1, "the second request to queue")
+            with pytest.raises(openai.RateLimitError, match="--max-queue 1"):
+                ask(url, "hi", max_tokens=4)
+            long.close()  # the client leaves: its row is freed, and the waiting request runs
+            assert waiting.result().usage.completion_tokens == 4
+    finally:
+        long.close()
+        http.close()
+    assert ask(url, "hi", max_tokens=4).usage.completion_tokens == 4
+
+
+def test_a_client_leaving_mid_stream_frees_its_row(busy_server):
+    url, _ = busy_server
+    before = health(url)
+    http, long, _lines = open_stream(url)
+    assert health(url)["live"] == 1
+    long.close()
+    http.close()
+    h = wait_for(lambda: (lambda h: h if h["live"] == 0 else None)(health(url)), "the row to be freed")
+    assert h["cancelled"] == before["cancelled"] + 1  # cancelled, not run to its 8000 tokens
+    assert ask(url, "hi", max_tokens=4).usage.completion_tokens == 4
+
+
+def test_a_failing_request_leaves_the_others_and_the_server(busy_server, monkeypatch):
+    """A fault inside the engine thread (here: tokenizing one prompt) fails that request alone."""
+    url, svc = busy_server
+    dec = svc.decoder
+    real = dec.texts
+
+    def texts(req):
+        if threading.current_thread().name == "pad-engine" and "BOOM" in req.prompt[-1]["content"]:
+            raise RuntimeError("injected fault")
+        return real(req)
+
+    monkeypatch.setattr(dec, "texts", texts)
+    with pytest.raises(openai.InternalServerError, match="could not be prefilled"):
+        ask(url, "BOOM", max_tokens=4)
+    assert ask(url, "hi", max_tokens=4).usage.completion_tokens == 4
+    assert health(url)["status"] == "ok"
