@@ -148,6 +148,7 @@ def eval_(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write reward_vs_w.png and bars.png.")] = True,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse scores cached in OUT/cache.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    num_processes: Annotated[int, typer.Option(help="Score in N processes (data parallel, one device each; launched through accelerate). The report is the one a single process writes.")] = 1,
 ):
     """Score decoding runs with reward models: per-dimension statistics, win rates, plots.
 
@@ -157,6 +158,9 @@ def eval_(
 
       pad eval sweep_*.jsonl -s armo-helpfulness -s armo-harmless --persrm ckpt/ -p harmless --out report/
     """
+    if num_processes > 1 and _relaunch(num_processes, "eval"):
+        return
+    import os
     import warnings
 
     from pad.evaluate.config import EvalConfig
@@ -173,6 +177,8 @@ def eval_(
         plots=plots, cache=cache, progress=not quiet,
     )  # fmt: skip
     report = run_eval(config)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # one of several processes: the first prints
     from rich.console import Console
 
     Console(width=None if sys.stdout.isatty() else 120).print(results_table(report))
@@ -210,6 +216,7 @@ def decode(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run file.")] = False,
     export_json: Annotated[Path | None, typer.Option(help="Also write the reference's JSON list (prompt, response, method).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    num_processes: Annotated[int, typer.Option(help="Decode in N processes (data parallel, one device each; launched through accelerate). The run file is the one a single process writes.")] = 1,
 ):
     """Reward-guided decoding: the base model proposes top-k tokens, the PersRM re-ranks them per principle.
 
@@ -225,7 +232,11 @@ def decode(
       pad decode --llm BASE --rm PERSRM --prompts prompts.jsonl -p harmless=1.0 -p humor=0.5 --out run.jsonl
 
       pad decode --prompts prompts.jsonl --config runs.config --out sweep.jsonl   (writes sweep_0.jsonl, ...)
+
+      pad decode --prompts prompts.jsonl -p concise --out run.jsonl --num-processes 8
     """
+    if num_processes > 1 and _relaunch(num_processes, "decode"):
+        return
     from pad.decode.config import decode_configs, parse_seed
     from pad.decode.run import decode_runs, gather_prompts
     from pad.errors import PadError
@@ -321,6 +332,22 @@ def serve(
                f"- Ctrl-C to stop", err=True)
     run_server(svc, host, port, drain_seconds)
     typer.echo(f"stopped after {svc.worker.served} requests", err=True)
+
+
+def _relaunch(num_processes: int, command: str) -> bool:
+    """`--num-processes N` outside a launch: run this very command under `accelerate launch` (True when
+    done); inside one (WORLD_SIZE set), go on as one of its processes (False)."""
+    import os
+
+    from pad.parallel import relaunch, without_option
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return False
+    argv = sys.argv[sys.argv.index(command) + 1:] if command in sys.argv else []
+    code = relaunch(num_processes, command, without_option(argv, "--num-processes"))
+    if code:
+        raise typer.Exit(code)
+    return True
 
 
 def _prompt_text(prompt) -> str:

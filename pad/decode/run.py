@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -12,6 +17,7 @@ from pad.decode.config import DecodeConfig
 from pad.decode.engine import DecodeRequest, DecodeResult, PADDecoder, SamplingSettings
 from pad.decode.io import PromptRow, RunWriter
 from pad.errors import PadError
+from pad.parallel import World, complete_lines
 from pad.principles import Principle
 
 log = logging.getLogger("pad.decode")
@@ -176,18 +182,43 @@ def decode_run(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    world: World | None = None,
 ) -> RunSummary:
-    """Decode `rows` under `cfg`, appending each finished batch to `out` (JSONL) if given."""
+    """Decode `rows` under `cfg`, appending each finished row to `out` (JSONL) if given, in input order.
+
+    Under several processes (`world`), each decodes its share into its own part file beside `out`
+    (`OUT.parts/`), and the first merges the parts into `out`, in input order, once all are done."""
     from tqdm.auto import tqdm
 
-    if cfg.base_sees_principles is None:
-        cfg = replace(cfg, base_sees_principles=models.base_sees_principles)
+    world = world or World()
+    if world.size > 1:
+        return _decode_run_parallel(cfg, rows, models, Path(out) if out is not None else None, run, resume,
+                                    overwrite, progress, world)
+    if out is not None and resume and parts_dir(Path(out)).is_dir():
+        merge_parts(Path(out), rows)  # a run of several processes, resumed by one
     writer = RunWriter(out, resume=resume, overwrite=overwrite) if out is not None else None
+    if overwrite and out is not None:
+        shutil.rmtree(parts_dir(Path(out)), ignore_errors=True)
     summary = RunSummary(Path(out) if out is not None else None)
     todo = rows
     if writer is not None and writer.done:
         todo = [r for r in rows if r.id not in writer.done]
         summary.skipped_done = len(rows) - len(todo)
+    bar = tqdm(total=len(todo), desc=run, unit="prompt", disable=not progress, dynamic_ncols=True)
+    try:
+        _decode_rows(cfg, todo, models, writer, run, summary, bar)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    return summary
+
+
+def _decode_rows(cfg: DecodeConfig, todo: list[PromptRow], models: Models, writer: RunWriter | None, run: str,
+                 summary: RunSummary, bar=None) -> None:
+    """Decode `todo` with continuous batching; finished rows go to `writer` and `summary` in input order."""
+    if cfg.base_sees_principles is None:
+        cfg = replace(cfg, base_sees_principles=models.base_sees_principles)
     decoder = PADDecoder(models.base, models.tok, models.rm, models.rm_tok, template=cfg.template,
                          reference=cfg.reference, base_sees_principles=cfg.base_sees_principles)
     settings = SamplingSettings(topk=cfg.topk, mode=cfg.mode, temperature=cfg.temperature,
@@ -195,13 +226,13 @@ def decode_run(
     defaults = cfg.parsed_principles()
     principles = [row_principles(r, cfg, defaults) for r in todo]
     reqs = [DecodeRequest(r.prompt, p, r.id) for r, p in zip(todo, principles)]
-    bar = tqdm(total=len(todo), desc=run, unit="prompt", disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
 
     def tick(n):
         summary.tokens += n
         elapsed = time.perf_counter() - t0
-        bar.set_postfix_str(f"{summary.tokens / elapsed:.1f} tok/s" if elapsed > 0 else "", refresh=False)
+        if bar is not None:
+            bar.set_postfix_str(f"{summary.tokens / elapsed:.1f} tok/s" if elapsed > 0 else "", refresh=False)
 
     # Continuous batching: a row that finishes makes room for the next prompt at once. Finished rows are
     # written in input order, so the file is always the first rows of the input (a resume skips them).
@@ -222,12 +253,121 @@ def decode_run(
                     writer.write(recs)
                 summary.records.extend(recs)
                 summary.written += len(recs)
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
     finally:
-        bar.close()
         summary.seconds = time.perf_counter() - t0
-        if writer is not None:
+
+
+# -- several processes -----------------------------------------------------------------------------------
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _part_files(out: Path) -> list[Path]:
+    d = parts_dir(out)
+    return sorted(d.glob("part-*.jsonl")) if d.is_dir() else []
+
+
+def _ids(path: Path) -> set[str]:
+    return {str(json.loads(line)["id"]) for line in complete_lines(path)}
+
+
+def merge_parts(out: Path, rows: list[PromptRow]) -> list[dict]:
+    """Fold `out` and every part file into `out`, each id once, in the order of `rows` (ids that are not
+    among them after); then delete the parts. Returns the records. Written beside `out`, then moved over it,
+    so a kill during the merge leaves the parts and the old `out` as they were."""
+    lines: dict[str, str] = {}
+    for src in [out, *_part_files(out)]:
+        for line in complete_lines(src):
+            lines.setdefault(str(json.loads(line)["id"]), line)
+    order = [r.id for r in rows if r.id in lines]
+    order += [i for i in lines if i not in set(order)]
+    tmp = out.with_name(out.name + ".merging")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(lines[i] + "\n" for i in order))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    shutil.rmtree(parts_dir(out), ignore_errors=True)
+    return [json.loads(lines[i]) for i in order]
+
+
+class _PartsProgress:
+    """The first process's progress bar over every process's part file (polled, as the others write)."""
+
+    def __init__(self, out: Path, bar):
+        self.out, self.bar = out, bar
+        self.seen = {p: len(complete_lines(p)) for p in _part_files(out)}
+        self.tokens = 0
+        self.t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        while not self._stop.wait(0.5):
+            self.update()
+
+    def update(self):
+        for p in _part_files(self.out):
+            lines = complete_lines(p)
+            new = lines[self.seen.get(p, 0):]
+            self.seen[p] = len(lines)
+            self.tokens += sum(json.loads(line).get("tokens", 0) for line in new)
+            self.bar.update(len(new))
+        elapsed = time.perf_counter() - self.t0
+        self.bar.set_postfix_str(f"{self.tokens / elapsed:.1f} tok/s (all processes)" if elapsed > 0 else "")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.update()
+
+
+def _decode_run_parallel(cfg: DecodeConfig, rows: list[PromptRow], models: Models, out: Path | None, run: str,
+                         resume: bool, overwrite: bool, progress: bool, world: World) -> RunSummary:
+    from tqdm.auto import tqdm
+
+    if out is None:
+        raise PadError(f"{world.size} processes need --out: each writes its part, and the parts are merged into it")
+    had = (out.exists() and out.stat().st_size > 0) or any(p.stat().st_size for p in _part_files(out))
+    if had and not resume and not overwrite:
+        raise PadError(f"{out} exists: pass --resume to continue it or --overwrite to start over")
+    world.barrier()  # every process has checked before the first one deletes anything
+    if overwrite and world.main:
+        out.unlink(missing_ok=True)
+        shutil.rmtree(parts_dir(out), ignore_errors=True)
+    world.barrier()
+    done = _ids(out).union(*(_ids(p) for p in _part_files(out)))
+    world.barrier()  # every process has read what is done before any writes more
+    remaining = [r for r in rows if r.id not in done]
+    mine = world.share(remaining)
+    summary = RunSummary(out, skipped_done=len(rows) - len(remaining))
+    writer = RunWriter(parts_dir(out) / f"part-{world.rank:03d}.jsonl", resume=True)
+    bar = tqdm(total=len(remaining), desc=f"{run} ({world.size} processes)", unit="prompt",
+               disable=not (progress and world.main), dynamic_ncols=True)
+    mine_summary = RunSummary(None)
+    watch = _PartsProgress(out, bar) if world.main and progress else contextlib.nullcontext()
+    try:
+        with watch:
+            _decode_rows(cfg, mine, models, writer, run, mine_summary)
             writer.close()
+            world.barrier()  # every part is complete
+    finally:
+        writer.close()
+        bar.close()
+    if world.main:
+        new = [r for r in merge_parts(out, rows) if r["id"] not in done]
+        summary.records, summary.written = new, len(new)
+        summary.tokens = sum(r.get("tokens", 0) for r in new)
+        summary.too_long = sum(r.get("finish_reason") == "skipped" for r in new)
+        summary.seconds = mine_summary.seconds
+    world.barrier()  # the others return once the run file is whole
     return summary
 
 
@@ -265,15 +405,26 @@ class RunOutcome:
 
 def decode_runs(runs: list[DecodeConfig], rows: list[PromptRow], out: Path | None = None, from_run_lines: bool = False,
                 resume: bool = False, overwrite: bool = False, export_json: Path | None = None,
-                progress: bool = True) -> Iterator[RunOutcome]:
-    """Load the models once and decode every run; yields each run's outcome as it ends."""
+                progress: bool = True, world: World | None = None) -> Iterator[RunOutcome]:
+    """Load the models once and decode every run; yields each run's outcome as it ends.
+
+    Under `accelerate launch` (world: this process's place, found from the environment by default) every
+    process decodes its share of each run and only the first yields the outcomes."""
     from pad.decode.io import export_reference
+    from pad.parallel import current_world
 
     if resume and overwrite:
         raise PadError("--resume and --overwrite contradict each other; pick one")
+    world = world or current_world()
+    if world.size > 1:
+        runs = [replace(r, device=world.device(r.device), rm_device=world.device(r.rm_device) if r.rm_device else None)
+                for r in runs]
     models = Models(runs[0], need_rm=any(needs_rm(r, rows) for r in runs))
     for i, (cfg, (name, path)) in enumerate(zip(runs, run_targets(out, len(runs), from_run_lines))):
-        summary = decode_run(cfg, rows, models, path, run=name, resume=resume, overwrite=overwrite, progress=progress)
+        summary = decode_run(cfg, rows, models, path, run=name, resume=resume, overwrite=overwrite, progress=progress,
+                             world=world)
+        if not world.main:
+            continue
         exported = None
         if path is not None and export_json is not None:
             target = export_json if len(runs) == 1 else export_json.with_name(f"{export_json.stem}_{i}.json")

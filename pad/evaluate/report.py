@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pad.errors import PadError
 from pad.evaluate.cache import ScoreCache
 from pad.evaluate.config import EvalConfig
 from pad.evaluate.inputs import Run, check_matches_baseline, find_run, load_runs
 from pad.evaluate.scorers import Dimension, Scorer, default_batch_tokens
 from pad.evaluate.stats import summarize, win_rates
+from pad.parallel import World
 
 RESULT_FIELDS = ["run", "principles", "w", "dimension", "n", "mean", "std", "ci_low", "ci_high", "skipped", "empty",
                  "pairs", "win", "tie", "loss"]  # fmt: skip
@@ -46,15 +48,21 @@ class Report:
 
 
 def score_runs(runs: Sequence[Run], dimensions: Sequence[Dimension], cache_dir: str | Path | None = None,
-               batch_size: int = 16, progress: bool = False, batch_tokens: int | None = None) -> dict[str, Scores]:
+               batch_size: int = 16, progress: bool = False, batch_tokens: int | None = None,
+               world: World | None = None) -> dict[str, Scores]:
     """Score every row of every run on every dimension; only texts missing from the cache reach a model.
 
     Rows the decoder skipped are counted as skipped and never scored; identical texts (the same
     response in two runs) are scored once. A forward pass holds at most `batch_size` texts and
-    `batch_tokens` padded tokens.
+    `batch_tokens` padded tokens. Under several processes (`world`) each scores its share of the batches
+    into its own part of the cache, and every process then reads all of them.
     """
     from tqdm.auto import tqdm
 
+    world = world or World()
+    parallel = world.size > 1
+    if parallel and cache_dir is None:
+        raise PadError(f"{world.size} processes share their scores through the cache: drop --no-cache")
     out = {r.name: Scores() for r in runs}
     scorers: list[Scorer] = []
     for d in dimensions:
@@ -64,23 +72,31 @@ def score_runs(runs: Sequence[Run], dimensions: Sequence[Dimension], cache_dir: 
         dims = [d for d in dimensions if d.scorer is scorer]
         todo = [(run, row) for run in runs for row in run.rows if not row.decode_skipped]
         items = scorer.prepare([row for _, row in todo])
-        cache = ScoreCache(cache_dir, scorer.identity, scorer.label)
+        cache = ScoreCache(cache_dir, scorer.identity, scorer.label, part=world.rank if parallel else None)
         keys = [cache.key(it.text) for it in items]
         pending: dict[str, int] = {}
         for i, (key, it) in enumerate(zip(keys, items)):
             if cache.get(key) is None and key not in pending:
                 if it.skip is not None:
-                    cache.put({key: it.skip})
+                    if world.main:
+                        cache.put({key: it.skip})
                 else:
                     pending[key] = i
         if pending:
             order = list(pending.values())
-            bar = tqdm(total=len(order), desc=f"scoring {scorer.label}", unit="text", disable=not progress,
-                       leave=False)  # fmt: skip
-            for idx, vectors in scorer.score([items[i] for i in order], batch_size, batch_tokens):
+            bar = tqdm(total=len(order), desc=f"scoring {scorer.label}", unit="text",
+                       disable=not (progress and world.main), leave=False)  # fmt: skip
+            for idx, vectors in scorer.score([items[i] for i in order], batch_size, batch_tokens,
+                                             world if parallel else None):
                 cache.put({keys[order[j]]: v for j, v in zip(idx, vectors)})
-                bar.update(len(idx))
+                bar.update(len(idx) * world.size)  # the others score as much meanwhile
             bar.close()
+        if parallel:
+            world.barrier()  # every share is in its part of the cache
+            cache = ScoreCache(cache_dir, scorer.identity, scorer.label)
+            world.barrier()  # all have read the parts
+            if world.main:
+                cache.fold()
         for (run, row), key in zip(todo, keys):
             got = cache.get(key)
             for d in dims:
@@ -117,16 +133,22 @@ def summarize_runs(runs: Sequence[Run], dimensions: Sequence[Dimension], scores:
     return results
 
 
-def run_eval(config: EvalConfig, dimensions: Sequence[Dimension] | None = None) -> Report:
-    """Everything `pad eval` does; `dimensions` replaces the ones the config names (tests, notebooks)."""
+def run_eval(config: EvalConfig, dimensions: Sequence[Dimension] | None = None, world: World | None = None) -> Report:
+    """Everything `pad eval` does; `dimensions` replaces the ones the config names (tests, notebooks).
+
+    Under `accelerate launch` (world: found from the environment by default) the processes split the texts
+    and the first writes the report."""
     from pad.models import resolve_device, resolve_dtype
+    from pad.parallel import current_world
+
+    world = world or current_world()
 
     runs = load_runs(config.runs, config.template)
     baseline = find_run(runs, config.baseline) if config.baseline else None
     if baseline is not None:
         for run in runs:
             check_matches_baseline(run, baseline)
-    device = resolve_device(config.device)
+    device = world.device(resolve_device(config.device))
     if dimensions is None:
         from pad.evaluate.scorers import build_dimensions, persrm_dimensions
 
@@ -139,10 +161,11 @@ def run_eval(config: EvalConfig, dimensions: Sequence[Dimension] | None = None) 
     out.mkdir(parents=True, exist_ok=True)
     batch_tokens = config.batch_tokens or default_batch_tokens(device)
     scores = score_runs(runs, dimensions, out / "cache" if config.cache else None, config.batch_size, config.progress,
-                        batch_tokens)  # fmt: skip
+                        batch_tokens, world)  # fmt: skip
     results = summarize_runs(runs, dimensions, scores, baseline, config.bootstrap, config.seed, config.tie_tolerance)
     report = Report(runs, list(dimensions), scores, results, baseline.name if baseline else None)
-    write_report(report, config, out)
+    if world.main:
+        write_report(report, config, out)
     return report
 
 

@@ -228,16 +228,19 @@ class Scorer:
     def _forward(self, batch: list[Prepared]) -> list[list[float]]:
         raise NotImplementedError
 
-    def score(self, items: Sequence[Prepared], batch_size: int = 16,
-              batch_tokens: int | None = None) -> Iterator[tuple[list[int], list[list[float]]]]:
+    def score(self, items: Sequence[Prepared], batch_size: int = 16, batch_tokens: int | None = None,
+              world=None) -> Iterator[tuple[list[int], list[list[float]]]]:
         """Yield (indices into `items`, output vectors) batch by batch; skipped items are not sent.
 
-        `batch_tokens` caps a batch's padded tokens (see `length_sorted_batches`).
+        `batch_tokens` caps a batch's padded tokens (see `length_sorted_batches`). Under several processes
+        (`world`) each scores its share of the batches: every text in the very batch one process would
+        put it in, so the scores do not depend on the number of processes.
         """
         import torch
 
         todo = [i for i, it in enumerate(items) if it.skip is None]
-        for batch in length_sorted_batches([items[i].length for i in todo], batch_size, batch_tokens):
+        batches = length_sorted_batches([items[i].length for i in todo], batch_size, batch_tokens)
+        for batch in world.share(batches) if world is not None else batches:
             idx = [todo[b] for b in batch]
             with torch.inference_mode():
                 vectors = self._forward([items[i] for i in idx])
