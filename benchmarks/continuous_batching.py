@@ -37,13 +37,11 @@ def prompts_for(which: str, limit: int | None) -> tuple[str, list]:
     if which == "smollm2" and KOALA.is_file():
         from pad.decode.io import load_prompts
 
-        rows = [r.prompt for r in load_prompts(KOALA)]
-        label = f"{len(rows)} P-Soups (Koala) prompts"
+        rows, kind = [r.prompt for r in load_prompts(KOALA)], "P-Soups (Koala)"
     else:
-        rows = [f"{p} {'Answer in detail. ' * (i % 4)}" for i, p in enumerate(PROMPTS * 3)]
-        label = f"{len(rows)} built-in prompts"
+        rows, kind = [f"{p} {'Answer in detail. ' * (i % 4)}" for i, p in enumerate(PROMPTS * 3)], "built-in"
     rows = rows[:limit] if limit else rows
-    return label, rows
+    return f"{len(rows)} {kind} prompts", rows
 
 
 def main():
