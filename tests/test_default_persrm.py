@@ -83,3 +83,46 @@ def test_any_gguf_file_loads_as_llm():
     ids = tok("Hello there", return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         assert torch.allclose(model(ids).logits, default(ids).logits, atol=1e-4)
+
+
+@pytest.mark.slow
+@smollm2
+def test_pad_serve_with_no_arguments_serves_the_default(tmp_path):
+    """`pad serve` alone: SmolLM2 + the shipped PersRM on 127.0.0.1:8000, answering as `pad decode` does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import openai
+    from typer.testing import CliRunner
+
+    from pad.cli import app
+
+    url = "http://127.0.0.1:8000"
+    proc = subprocess.Popen([sys.executable, "-m", "pad.cli", "serve"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    try:
+        for _ in range(1200):
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(f"{url}/health").json()["backbone"] == "shared":
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        got = client.chat.completions.create(model=DEFAULT_BASE, max_tokens=32, temperature=0,
+                                             messages=[{"role": "user", "content": "How do I fix a flat bike tyre?"}],
+                                             extra_body={"principles": ["concise=1"]})
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = tmp_path / "run.jsonl"
+    r = CliRunner().invoke(app, ["decode", "--prompt", "How do I fix a flat bike tyre?", "-p", "concise",
+                                 "--max-new-tokens", "32", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert got.choices[0].message.content == json.loads(out.read_text())["response"]
