@@ -210,6 +210,10 @@ def decode(
     rm_device: Annotated[str | None, typer.Option(help="PersRM device (default: the base's).")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = None,
     backbone: Annotated[str | None, typer.Option(help="shared: base and PersRM rows in one forward of one model (a LoRA PersRM on this very base); separate: two models; auto (default): shared where it applies.")] = None,
+    guide: Annotated[str | None, typer.Option(help="pad (default): the PersRM guides; args: ARGS, a sequence reward model (--reward-model) guides with weight -w: z_b(a) + w * RM(x, y + a) over the top-k.")] = None,
+    reward_model: Annotated[str | None, typer.Option(help="ARGS's reward model: a pad eval scorer (helpful, harmless, humor, PRESET=PATH, a classifier path or hub id, MODEL:LABEL).")] = None,
+    reward_path: Annotated[str | None, typer.Option(help="ARGS: cached (RM on the base's tokenizer, incremental), texts (re-tokenized in the RM's format) or auto (default).")] = None,
+    baseline: Annotated[str | None, typer.Option(help="prompted: the prompting baseline, the base reads the principle prompt and nothing guides it.")] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML recipe of DecodeConfig fields, or the reference's run configs (one JSON object a line: rm_weight, topk, mode, sample_temp), one output per line.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run file (JSONL), appended batch by batch. Without it, answers are printed.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an existing run file, skipping ids already written.")] = False,
@@ -234,6 +238,10 @@ def decode(
       pad decode --prompts prompts.jsonl --config runs.config --out sweep.jsonl   (writes sweep_0.jsonl, ...)
 
       pad decode --prompts prompts.jsonl -p concise --out run.jsonl --num-processes 8
+
+      pad decode --prompts prompts.jsonl --guide args --reward-model harmless -w 1.5 --out args.jsonl
+
+      pad decode --prompts prompts.jsonl -p harmless --baseline prompted --out prompted.jsonl
     """
     if num_processes > 1 and _relaunch(num_processes, "decode"):
         return
@@ -245,7 +253,8 @@ def decode(
     given = {"llm": llm, "rm": rm, "principles": principle or None, "weight": weight, "topk": topk, "mode": mode,
              "temperature": temperature, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
              "reference": reference, "base_sees_principles": base_principles, "template": template,
-             "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone}
+             "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone, "guide": guide,
+             "reward_model": reward_model, "reward_path": reward_path, "baseline": baseline}
     given = {k: v for k, v in given.items() if v is not None}
     if seed is not None:  # parsed apart: its value may be None ('none': unseeded)
         given["seed"] = parse_seed(seed)

@@ -12,6 +12,7 @@ from pad.files import json_lines, read_yaml_mapping
 from pad.models import DEFAULT_BASE
 from pad.principles import DEFAULT_TEMPLATE, Principle, check_template
 
+GUIDES = ("pad", "args")
 MODE_ALIASES = {"greedy": "greedy", "sample": "sample", "topk": "sample"}  # "topk" is the reference's name
 
 
@@ -59,6 +60,17 @@ class DecodeConfig:
     backbone: str = "auto"
     """'shared': base and PersRM rows in one forward of one model (the PersRM a LoRA adapter on this very base);
     'separate': two models (a LoRA PersRM merged into its own copy); 'auto': shared where it applies."""
+    guide: str = "pad"
+    """'pad': the PersRM guides (method.md); 'args': ARGS, a sequence reward model guides with weight `weight`:
+    score(a) = z_b(a) + w * RM(x, y_<t + a) over the base's top-k."""
+    reward_model: str | None = None
+    """ARGS's reward model: a `pad eval` scorer (preset, PRESET=PATH, a classifier's path or hub id, MODEL:LABEL)."""
+    reward_path: str = "auto"
+    """How ARGS reads its RM: 'cached' (the base's tokenizer: incremental KV cache), 'texts' (re-tokenized
+    texts in the RM's own format), 'auto': cached where it applies."""
+    baseline: str | None = None
+    """'prompted': the prompting baseline, the base reads the principle prompt and nothing guides it
+    (every weight 0, the base sees the principles)."""
 
     def __post_init__(self):
         if isinstance(self.principles, str):
@@ -80,6 +92,16 @@ class DecodeConfig:
             raise PadError(f"seed must be a whole number or null (unseeded), got {self.seed!r}")
         if self.backbone not in BACKBONES:
             raise PadError(f"backbone {self.backbone!r} is not one of {', '.join(BACKBONES)}")
+        if self.guide not in GUIDES:
+            raise PadError(f"guide {self.guide!r} is not one of {', '.join(GUIDES)}")
+        if self.guide == "args" and not self.reward_model:
+            raise PadError("guide 'args' needs a reward model: --reward-model PRESET_OR_PATH (see pad eval --help)")
+        if self.reward_path not in ("auto", "cached", "texts"):
+            raise PadError(f"reward_path {self.reward_path!r} is not one of auto, cached, texts")
+        if self.baseline not in (None, "prompted"):
+            raise PadError(f"baseline {self.baseline!r} is not 'prompted'")
+        if self.baseline == "prompted" and self.guide == "args":
+            raise PadError("the prompting baseline guides nothing: drop --guide args")
         if self.reference not in REFERENCES:
             raise PadError(f"reference {self.reference!r} is not one of {', '.join(REFERENCES)}")
         try:
@@ -98,7 +120,12 @@ class DecodeConfig:
         """What a run file records of the settings, with each line."""
         keep = ("llm", "rm", "topk", "mode", "temperature", "max_new_tokens", "seed", "reference",
                 "base_sees_principles", "template")
-        return {"run": run, **{k: getattr(self, k) for k in keep}}
+        out = {"run": run, **{k: getattr(self, k) for k in keep}}
+        if self.guide == "args":
+            out.update(guide="args", reward_model=self.reward_model, weight=self.weight)
+        if self.baseline is not None:
+            out["baseline"] = self.baseline
+        return out
 
 
 def load_decode_recipe(path: str | Path) -> DecodeConfig:

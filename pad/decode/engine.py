@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pad.decode.scoring import guided_scores, row_key, row_uniforms, select_tokens
+from pad.decode.scoring import args_scores, guided_scores, row_key, row_uniforms, select_tokens
 from pad.decode.streams import SliceLoRA, Stream
 from pad.errors import PadError
 from pad.principles import DEFAULT_TEMPLATE, Message, Principle, check_template, join_principles, principle_prompt
@@ -76,6 +76,8 @@ class DecodeRequest:
     """This row's own top-k, mode, temperature, token cap and seed; None: the batch's."""
     reference: str | None = None
     """This row's reference (one of REFERENCES); None: the decoder's."""
+    weight: float | None = None
+    """ARGS: the reward model's weight w for this row; None: the decoder's `args_weight`."""
 
 
 @dataclass
@@ -137,7 +139,12 @@ class PADDecoder:
         reference: str = "base",
         base_sees_principles: bool = True,
         backbone: str = "auto",
+        args=None,
+        args_weight: float = 1.0,
     ):
+        if args is not None and persrm is not None:
+            raise PadError("one guide at a time: ARGS's reward model or PAD's PersRM, not both")
+        self.args, self.args_weight = args, args_weight
         if reference not in REFERENCES:
             raise PadError(f"reference {reference!r} is not one of {', '.join(REFERENCES)}")
         if backbone not in BACKBONES:
@@ -178,6 +185,7 @@ class PADDecoder:
         self.pad_id = pad if pad is not None else 0
         self.vocab = base.get_output_embeddings().weight.shape[0]
         self.device = next(self.base.parameters()).device
+        self.guide = "args" if args is not None else "pad" if self.persrm is not None else "none"
 
     def texts(self, req: DecodeRequest) -> tuple[str, list[str], str | None]:
         """(base input, PersRM inputs per active principle, PersRM reference input or None)."""
@@ -295,6 +303,7 @@ class _Row:
     started: float
     s: SamplingSettings
     reference: str
+    args_w: float = 0.0
 
 
 class DecodeBatch:
@@ -320,6 +329,7 @@ class DecodeBatch:
             self.streams = [self.base_stream, self.rm_stream]
         else:
             self.rm_stream, self.streams = None, [self.base_stream]
+        self.args = decoder.args.new_reader(decoder.pad_id, decoder.template) if decoder.args is not None else None
         self.rows: list[_Row] = []  # live rows in position order
         self.done: list[tuple[int, DecodeResult]] = []  # finished since the last collection
         self._next_key = 0
@@ -334,6 +344,7 @@ class DecodeBatch:
         self.rkey = torch.zeros(0, dtype=torch.long, device=self.dev)
         self.temp = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, its temperature
         self.sample = torch.zeros(0, dtype=torch.bool, device=self.dev)  # per row, whether it samples
+        self.args_w = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, ARGS's weight w
         self.out = torch.zeros((0, 1), dtype=torch.long, device=self.dev)  # (B, longest limit) tokens made
 
     @property
@@ -350,8 +361,12 @@ class DecodeBatch:
         d = self.dec
         for req in requests:
             d.check(req)
+            if self.args is not None and (req.settings or self.s).topk != self.s.topk:
+                raise PadError(f"ARGS scores one top-k per batch ({self.s.topk}); a request asked for "
+                               f"{(req.settings or self.s).topk}")
         enc = lambda tok, text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         keys, new_rows = [], []
+        args_new: list[tuple] = []  # (prompt, row key) of rows ARGS guides
         base_seqs: list[tuple[list[int], _Slot]] = []  # sequences the base model reads
         rm_seqs: list[tuple[list[int], _Slot]] = []  # sequences the PersRM reads
         now = time.perf_counter()
@@ -383,9 +398,14 @@ class DecodeBatch:
                 continue
             base_seqs += mine_base
             rm_seqs += mine_rm
+            w_args = 0.0
+            if self.args is not None:
+                w_args = req.weight if req.weight is not None else d.args_weight
+                if w_args != 0:
+                    args_new.append((req.prompt, key))
             row_id = req.id if req.id is not None else str(first + i)
             seed = s.seed if s.seed is not None else self.seed
-            new_rows.append((_Row(key, req, bt, rm_texts, lim, now, s, reference), row_key(seed, row_id)))
+            new_rows.append((_Row(key, req, bt, rm_texts, lim, now, s, reference, w_args), row_key(seed, row_id)))
         if not new_rows:
             return keys
         unzip = lambda pairs: ([x for x, _ in pairs], [t for _, t in pairs])  # noqa: E731
@@ -395,6 +415,8 @@ class DecodeBatch:
             self.base_stream.add(*unzip(base_seqs))
             if rm_seqs:
                 self.rm_stream.add(*unzip(rm_seqs))
+        if args_new:
+            self.args.add(*unzip(args_new))
         self.rows += [r for r, _ in new_rows]
         n, dev = len(new_rows), self.dev
         width = max(self.out.shape[1], max(r.limit for r, _ in new_rows))
@@ -405,6 +427,7 @@ class DecodeBatch:
         self.rkey = torch.cat([self.rkey, torch.tensor([k for _, k in new_rows], dtype=torch.long, device=dev)])
         self.temp = torch.cat([self.temp, torch.tensor([r.s.temperature for r, _ in new_rows], device=dev)])
         self.sample = torch.cat([self.sample, torch.tensor([r.s.mode == "sample" for r, _ in new_rows], device=dev)])
+        self.args_w = torch.cat([self.args_w, torch.tensor([r.args_w for r, _ in new_rows], device=dev)])
         self._index()
         return keys
 
@@ -412,6 +435,10 @@ class DecodeBatch:
         """(key, token) of every row the last step made a token for, finished rows included (for streaming)."""
         rows, tokens = self._made
         return list(zip((r.key for r in rows), tokens.tolist()))
+
+    def args_tags(self) -> list[int]:
+        """The row keys of ARGS's sequences, in its order."""
+        return list(self.args.stream.tags if hasattr(self.args, "stream") else self.args.tags)
 
     def cancel(self, key: int) -> None:
         """Stop a live row at the next step; it finishes as "cancelled" with the tokens it has."""
@@ -459,6 +486,9 @@ class DecodeBatch:
                 base_idx=t([base_of[self.rows[i].key] for i in rows]), pr_idx=t(pr_idx), owner=t(owner),
                 weight=t(weight, torch.float32), ref_idx=t(ref_idx) if reference != "base" else None))
         self.feeds = [t([pos[sl.row] for sl in st.tags]) for st in self.streams]
+        if self.args is not None:
+            self.base_all = t([base_of[r.key] for r in self.rows])  # (B,)
+            self.args_feed = t([pos[key] for key in self.args_tags()])  # (N_args,) the rows ARGS guides
         self.any_sample = any(r.s.mode == "sample" for r in self.rows)
         self.all_sample = all(r.s.mode == "sample" for r in self.rows)
 
@@ -474,6 +504,13 @@ class DecodeBatch:
         u = row_uniforms(self.rkey, self.n_gen) if self.any_sample else None  # (B,)
         mode = "sample" if self.all_sample else self.sample if self.any_sample else "greedy"
         nxt = torch.empty(len(self.rows), dtype=torch.long, device=self.dev)  # (B,)
+        bonus = cand_args = None
+        if self.args is not None and self.args.rows:  # ARGS: w * RM(x, y_<t + a) over each row's candidates
+            zb = self.base_stream.logits[self.base_all].float()  # (B, V)
+            cand_args = zb.topk(self.s.topk, dim=-1).indices[self.args_feed]  # (N_args, k)
+            bonus = torch.zeros((len(self.rows), self.s.topk), device=self.dev)  # (B, k) w * RM, 0 where unguided
+            bonus[self.args_feed] = args_scores(torch.zeros_like(bonus[self.args_feed]),
+                                                self.args.rewards(cand_args).to(self.dev), self.args_w[self.args_feed])
         for g in self.groups:
             zb = self.base_stream.logits[g.base_idx]  # (B_g, V) the base's next-token logits per row
             zr = zref = None
@@ -482,12 +519,16 @@ class DecodeBatch:
                 if g.ref_idx is not None:
                     zref = zr if g.reference == "persrm" else self.base_stream.logits
             cand, score = guided_scores(zb, zr, g.owner, g.weight, g.k, zref, g.ref_idx, g.pr_idx)  # (B_g, k)
+            if bonus is not None:
+                score = score + (bonus if g.rows is None else bonus[g.rows])
             if g.rows is None:
                 nxt = select_tokens(cand, score, mode, self.temp, u)
             else:
                 m = mode if isinstance(mode, str) else mode[g.rows]
                 nxt[g.rows] = select_tokens(cand, score, m, self.temp[g.rows], u[g.rows] if u is not None else None)
         self._made = (self.rows, nxt)  # for new_tokens(); _finish replaces self.rows, never edits it
+        if cand_args is not None:  # each guided row's RM cache keeps its chosen candidate
+            self.args.commit((cand_args == nxt[self.args_feed, None]).int().argmax(-1))
         self.out[torch.arange(nxt.shape[0], device=self.dev), self.n_gen] = nxt
         self.n_gen += 1
         is_eos = torch.isin(nxt, self.eos)
@@ -515,7 +556,9 @@ class DecodeBatch:
         self.rows = [self.rows[i] for i in keep.tolist()]
         alive = {r.key for r in self.rows}
         self.out, self.n_gen, self.limit, self.rkey = self.out[keep], self.n_gen[keep], self.limit[keep], self.rkey[keep]
-        self.temp, self.sample = self.temp[keep], self.sample[keep]
+        self.temp, self.sample, self.args_w = self.temp[keep], self.sample[keep], self.args_w[keep]
+        if self.args is not None and self.args.rows:
+            self.args.keep(torch.tensor([j for j, key in enumerate(self.args_tags()) if key in alive], dtype=torch.long))
         for st in self.streams:
             st.keep(torch.tensor([j for j, sl in enumerate(st.tags) if sl.row in alive], dtype=torch.long))
         self._index()

@@ -56,6 +56,8 @@ class Models:
         self.rm = self.rm_tok = None
         self.rm_spec = None
         self.backbone, self.backbone_note = "none", None
+        self._args: dict[tuple, object] = {}
+        self._device, self._dtype = device, dtype
         spec = cfg.rm
         if spec is None:
             try:
@@ -92,6 +94,19 @@ class Models:
         if hasattr(self.rm, "merge_and_unload"):
             # A second model anyway: fold the adapter in, so that a step costs a plain forward.
             self.rm = self.rm.merge_and_unload().eval()
+
+
+    def args_guide(self, cfg: DecodeConfig):
+        """ARGS's reward model for `cfg`, loaded once per invocation."""
+        from pad.decode.args import ArgsGuide
+
+        key = (cfg.reward_model, cfg.reward_path)
+        if key not in self._args:
+            self._args[key] = ArgsGuide(cfg.reward_model, self.tok, device=self._device, dtype=None,
+                                        reward_path=cfg.reward_path)
+            note = self._args[key].note
+            log.info("ARGS reads %s %s%s", cfg.reward_model, self._args[key].path, f" ({note})" if note else "")
+        return self._args[key]
 
 
 def shared_blocker(llm: str, rm: str, device: str, rm_device: str, dtype, rm_dtype) -> str | None:
@@ -149,16 +164,20 @@ def row_principles(row: PromptRow, cfg: DecodeConfig, defaults: list[Principle] 
 
 
 def needs_rm(cfg: DecodeConfig, rows: list[PromptRow]) -> bool:
+    if cfg.guide == "args" or cfg.baseline == "prompted":
+        return False
     defaults = cfg.parsed_principles()
     return any(p.weight != 0 for r in rows for p in row_principles(r, cfg, defaults))
 
 
 def record(row: PromptRow, res: DecodeResult, principles, cfg: DecodeConfig, run: str, rm_spec,
-           backbone: str = "none") -> dict:
+           backbone: str = "none", args=None) -> dict:
     settings = cfg.settings_record(run)
-    guided = any(p.weight != 0 for p in principles)
+    guided = args is None and any(p.weight != 0 for p in principles)
     settings["rm"] = rm_spec if guided else None
     settings["backbone"] = backbone if guided else None
+    if args is not None:
+        settings["reward_path"] = args.path
     return {
         "id": row.id,
         "prompt": row.prompt,
@@ -217,14 +236,20 @@ def decode_run(
 def _decode_rows(cfg: DecodeConfig, todo: list[PromptRow], models: Models, writer: RunWriter | None, run: str,
                  summary: RunSummary, bar=None) -> None:
     """Decode `todo` with continuous batching; finished rows go to `writer` and `summary` in input order."""
+    if cfg.baseline == "prompted":  # the principle prompt, read by the base alone
+        cfg = replace(cfg, base_sees_principles=True)
     if cfg.base_sees_principles is None:
         cfg = replace(cfg, base_sees_principles=models.base_sees_principles)
-    decoder = PADDecoder(models.base, models.tok, models.rm, models.rm_tok, template=cfg.template,
-                         reference=cfg.reference, base_sees_principles=cfg.base_sees_principles)
+    args = models.args_guide(cfg) if cfg.guide == "args" else None
+    decoder = PADDecoder(models.base, models.tok, None if args else models.rm, models.rm_tok, template=cfg.template,
+                         reference=cfg.reference, base_sees_principles=cfg.base_sees_principles, args=args,
+                         args_weight=cfg.weight)
     settings = SamplingSettings(topk=cfg.topk, mode=cfg.mode, temperature=cfg.temperature,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     defaults = cfg.parsed_principles()
     principles = [row_principles(r, cfg, defaults) for r in todo]
+    if cfg.baseline == "prompted":
+        principles = [[replace(p, weight=0.0) for p in ps] for ps in principles]
     reqs = [DecodeRequest(r.prompt, p, r.id) for r, p in zip(todo, principles)]
     t0 = time.perf_counter()
 
@@ -240,7 +265,7 @@ def _decode_rows(cfg: DecodeConfig, todo: list[PromptRow], models: Models, write
     next_out = 0
     try:
         for i, res in decoder.stream(reqs, settings, max_live=cfg.batch_size, on_token=tick):
-            ready[i] = record(todo[i], res, principles[i], cfg, run, models.rm_spec, decoder.backbone)
+            ready[i] = record(todo[i], res, principles[i], cfg, run, models.rm_spec, decoder.backbone, args)
             if res.finish_reason == "skipped":
                 summary.too_long += 1
                 log.warning("prompt %s is longer than the model's context: skipped", todo[i].id)

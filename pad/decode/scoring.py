@@ -60,6 +60,15 @@ def guided_scores(
     return cand, score
 
 
+def args_scores(base_logits_c: torch.Tensor, rewards: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """ARGS's score over the candidates: z_b(a) + w * RM(x, y_<t + a).
+
+    base_logits_c, rewards: (B, k) the base's logits and the reward model's scores of each row's candidates;
+    weights: (B,) each row's w. (B, k), in float32.
+    """
+    return base_logits_c.float() + weights.float()[:, None] * rewards.float()
+
+
 def select_tokens(
     cand: torch.Tensor,
     score: torch.Tensor,

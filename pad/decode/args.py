@@ -1,0 +1,217 @@
+"""ARGS (Khanov et al., ICLR 2024): reward-guided search with a sequence reward model, as a second guide of
+the engine.
+
+    C        = top-k(z_b)
+    score(a) = z_b(a) + w * RM(x, y_<t + a)          for a in C
+
+Two ways to read RM(x, y_<t + a) for every row and candidate in one batched forward per step:
+- cached (`CachedReward`): the RM shares the base's tokenizer and is a causal transformer classifier. Each
+  guided row keeps a KV cache of the RM's prefix (its prompt in the RM's chat format, then the answer so
+  far); a step repeats each row's cache k times, feeds the k candidates as one token each, reads the reward
+  head at that token, and keeps the chosen candidate's cache row. The reference re-reads everything, one
+  prompt at a time.
+- texts (`TextReward`): any other RM (another tokenizer, an encoder, the paper's GPT-2 RMs): each step renders
+  the k candidate texts of every guided row in the RM's own format (`pad eval`'s scorers) and scores them in
+  batches, uncached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from pad.decode.streams import Stream
+from pad.errors import PadError
+from pad.principles import Message, chat_text, to_messages
+
+
+def _reward_head(rm):
+    for name in ("score", "classifier"):
+        head = getattr(rm, name, None)
+        if isinstance(head, torch.nn.Module):
+            return head
+    return None
+
+
+class RewardAsLM(torch.nn.Module):
+    """A transformer sequence classifier presented as a causal LM whose "logits" are the reward head's outputs
+    at each row's last token, so that a `Stream` can cache and extend it like any decoder."""
+
+    def __init__(self, rm):
+        super().__init__()
+        self.rm = rm
+        self.backbone = rm.base_model
+        self.head = _reward_head(rm)
+        if self.head is None or self.backbone is rm:
+            raise PadError(f"{type(rm).__name__} has no reward head on a transformer backbone")
+        import inspect
+
+        params = inspect.signature(self.backbone.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True,
+                logits_to_keep=1):
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=True, **{self._cache_kw: past_key_values})
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        h = out.last_hidden_state[:, -1:]  # (N, 1, H) the last token of every row (left padding)
+        return CausalLMOutputWithPast(logits=self.head(h).float(), past_key_values=cache)  # (N, 1, labels)
+
+
+def cached_path_blocker(rm, rm_tokenizer, base_tokenizer) -> str | None:
+    """Why the RM cannot be read incrementally (None: it can)."""
+    if rm_tokenizer.get_vocab() != base_tokenizer.get_vocab():
+        return "its tokenizer is not the base's"
+    if getattr(rm.config, "is_encoder_decoder", False) or not any(
+            a.endswith("ForSequenceClassification") for a in (getattr(rm.config, "architectures", None) or [])):
+        return "it is not a decoder-only sequence classifier"
+    model_type = getattr(rm.config, "model_type", "")
+    if model_type in ("bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra", "xlm-roberta"):
+        return f"{model_type} is an encoder (it reads the whole text at once)"
+    if _reward_head(rm) is None:
+        return "it has no reward head (score or classifier)"
+    return None
+
+
+class CachedReward:
+    """ARGS's RM over cached prefixes, one sequence per guided row (`Stream` with a reward head)."""
+
+    path = "cached"
+
+    def __init__(self, rm, rm_tokenizer, label: int, pad_id: int, template: str):
+        self.model = RewardAsLM(rm).eval()
+        self.tok = rm_tokenizer
+        self.label = label
+        self.template = template
+        self.stream = Stream(self.model, pad_id)
+        self._expanded = None
+
+    @property
+    def rows(self) -> int:
+        return self.stream.rows
+
+    def prefix_ids(self, prompt: str | Sequence[Message]) -> list[int]:
+        text = chat_text(self.tok, to_messages(prompt, None, self.template))
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def add(self, prompts: Sequence, tags: Sequence) -> None:
+        self.stream.add([self.prefix_ids(p) for p in prompts], tags)
+
+    @torch.inference_mode()
+    def rewards(self, cand: torch.Tensor) -> torch.Tensor:
+        """(N, k) RM(x, y_<t + a) for the k candidates of each of the stream's rows (cand: (N, k))."""
+        st = self.stream
+        n, k = cand.shape
+        cache = _copy_cache(st.cache)
+        cache.batch_repeat_interleave(k)
+        mask = torch.cat([st.mask.repeat_interleave(k, 0),
+                          torch.ones((n * k, 1), dtype=st.mask.dtype, device=st.device)], dim=1)
+        pos = st.next_pos.repeat_interleave(k)[:, None]
+        logits, cache = st._forward(cand.reshape(n * k, 1).to(st.device), mask, pos, cache, start=0)
+        self._expanded = (cache, mask, k)
+        return logits[:, self.label].reshape(n, k)  # (N, k)
+
+    def commit(self, pick: torch.Tensor) -> None:
+        """Keep, for each row, the cache of its chosen candidate (pick: (N,) index into its k)."""
+        st = self.stream
+        cache, mask, k = self._expanded
+        rows = torch.arange(pick.shape[0], device=st.device) * k + pick.to(st.device)
+        cache.batch_select_indices(rows)
+        st.cache, st.mask = cache, mask[rows]
+        st.next_pos = st.next_pos + 1
+        self._expanded = None
+
+    def keep(self, idx: torch.Tensor) -> None:
+        self.stream.keep(idx)
+
+
+def _copy_cache(cache):
+    """A cache whose tensors can be replaced without touching `cache` (the rows' prefixes stay as they are)."""
+    import copy
+
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    return new
+
+
+class TextReward:
+    """ARGS's RM on re-tokenized texts: each candidate's whole answer so far, in the RM's own format."""
+
+    path = "texts"
+
+    def __init__(self, scorer, label: int, base_tokenizer, batch_size: int = 64):
+        self.scorer, self.label, self.tok, self.batch_size = scorer, label, base_tokenizer, batch_size
+        self.prompts: list = []
+        self.tokens: list[list[int]] = []
+        self.tags: list = []
+
+    @property
+    def rows(self) -> int:
+        return len(self.tags)
+
+    def add(self, prompts: Sequence, tags: Sequence) -> None:
+        self.prompts += list(prompts)
+        self.tokens += [[] for _ in prompts]
+        self.tags += list(tags)
+
+    @torch.inference_mode()
+    def rewards(self, cand: torch.Tensor) -> torch.Tensor:
+        from pad.evaluate.inputs import Row
+
+        n, k = cand.shape
+        cands = cand.tolist()
+        rows = [Row(str(i), self.prompts[i], self.tok.decode(self.tokens[i] + [a], skip_special_tokens=True))
+                for i in range(n) for a in cands[i]]
+        items = self.scorer.prepare(rows)
+        out = torch.zeros(n * k)
+        for i in range(0, len(items), self.batch_size):
+            batch = items[i:i + self.batch_size]
+            if any(it.skip for it in batch):
+                raise PadError(f"ARGS reward model {self.scorer.model_spec}: {next(it.skip for it in batch if it.skip)}")
+            vectors = self.scorer._forward(batch)
+            out[i:i + len(batch)] = torch.tensor([v[self.label] for v in vectors])
+        self._cand = cands
+        return out.reshape(n, k)
+
+    def commit(self, pick: torch.Tensor) -> None:
+        for i, j in enumerate(pick.tolist()):
+            self.tokens[i].append(self._cand[i][j])
+
+    def keep(self, idx: torch.Tensor) -> None:
+        keep = idx.tolist()
+        self.prompts = [self.prompts[j] for j in keep]
+        self.tokens = [self.tokens[j] for j in keep]
+        self.tags = [self.tags[j] for j in keep]
+
+
+class ArgsGuide:
+    """Which RM, read how: `reward_model` is a `pad eval` scorer spec (preset, PRESET=PATH, a model path or
+    hub id, MODEL:LABEL); `reward_path` "auto" takes the cached path where it applies."""
+
+    def __init__(self, reward_model: str, base_tokenizer, device: str = "cpu", dtype=None, reward_path: str = "auto"):
+        from pad.evaluate.scorers import ScorerError, build_dimensions
+
+        if reward_path not in ("auto", "cached", "texts"):
+            raise PadError(f"reward path {reward_path!r} is not one of auto, cached, texts")
+        try:
+            (dim,) = build_dimensions([reward_model], device=device, dtype=dtype)
+        except ScorerError as e:
+            raise PadError(f"--reward-model: {e}") from None
+        self.spec, self.scorer, self.label = reward_model, dim.scorer, dim.index
+        self.base_tok = base_tokenizer
+        blocker = None
+        if self.scorer.kind != "classifier":
+            blocker = "it is not a plain sequence classifier"
+        model = self.scorer.load()
+        blocker = blocker or cached_path_blocker(model, self.scorer.tokenizer, base_tokenizer)
+        if reward_path == "cached" and blocker:
+            raise PadError(f"the reward model {reward_model} cannot be read incrementally: {blocker}")
+        self.path = "texts" if blocker or reward_path == "texts" else "cached"
+        self.note = blocker
+
+    def new_reader(self, pad_id: int, template: str):
+        if self.path == "cached":
+            return CachedReward(self.scorer.load(), self.scorer.tokenizer, self.label, pad_id, template)
+        return TextReward(self.scorer, self.label, self.base_tok)
