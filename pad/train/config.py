@@ -26,6 +26,9 @@ class TrainConfig:
     """Settings of one PersRM training run (DPO + LoRA, method.md section 2)."""
 
     # -- model and data
+    kind: str = "persrm"
+    """What is trained: 'persrm' (DPO, the principle-conditioned PersRM) or 'reward-model' (a Bradley-Terry
+    sequence classifier with TRL's RewardTrainer, for ARGS and pad eval; the DPO settings do not apply)."""
     base_model: str = DEFAULT_BASE
     """Model the LoRA is trained on: hub id or checkpoint folder."""
     output_dir: str = "runs/persrm"
@@ -120,6 +123,8 @@ class TrainConfig:
             check_template(self.template)
         except ValueError as e:
             raise PadError(str(e)) from None
+        if self.kind not in ("persrm", "reward-model"):
+            raise PadError(f"kind {self.kind!r} is not one of persrm, reward-model")
         for name in ("max_length", "lora_r", "lora_alpha", "per_device_train_batch_size",
                      "per_device_eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
             _require(self, name, lambda v: _is_int(v) and v >= 1, "a whole number >= 1")

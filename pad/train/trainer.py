@@ -298,6 +298,10 @@ def _local_or_id(spec: str) -> str:
 def train(cfg: TrainConfig, echo: Echo | None = None) -> TrainResult:
     """Train a PersRM as `cfg` says; returns where it went and its held-out metrics."""
     try:
+        if cfg.kind == "reward-model":
+            from pad.train.reward import train_reward_model
+
+            return train_reward_model(cfg, echo or (lambda _msg: None))
         return _train(cfg, echo or (lambda _msg: None))
     except BaseException:
         end_processes(wait=False)  # a failed run must not hang or abort at exit either
