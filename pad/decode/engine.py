@@ -177,6 +177,12 @@ class PADDecoder:
             self.base = self.persrm = persrm.eval()
         else:
             self.shared = None
+            if persrm is None and _peft_base(base) is not None:
+                # A base that holds a PersRM's adapter (loaded for a shared backbone) but no PAD guide here:
+                # every row is a plain row, the adapter off.
+                if getattr(base, "_pad_slice_lora", None) is None:
+                    base._pad_slice_lora = SliceLoRA(base)
+                self.shared = base._pad_slice_lora
             self.backbone = "separate" if persrm is not None else "none"
             self.base = base.eval()
             self.persrm = persrm.eval() if persrm is not None else None
@@ -321,7 +327,9 @@ class DecodeBatch:
         self.dev = decoder.device
         self.eos = decoder.eos_ids.to(self.dev)
         self.base_stream = Stream(decoder.base, decoder.pad_id, lora=decoder.shared)
-        if decoder.shared is not None:  # one model: the PersRM's slots are its adapter rows
+        if decoder.shared is not None and decoder.persrm is None:  # a PEFT base with its adapter off throughout
+            self.rm_stream, self.streams = None, [self.base_stream]
+        elif decoder.shared is not None:  # one model: the PersRM's slots are its adapter rows
             self.rm_stream = self.base_stream
             self.streams = [self.base_stream]
         elif decoder.persrm is not None:

@@ -82,6 +82,21 @@ def pairwise_accuracy(model, tokenizer, pairs: list[Pair], rows: list[dict], bat
             "sources": {k: stats(v) for k, v in sorted(groups.items())}}
 
 
+def _reward_config(RewardConfig, cfg: TrainConfig, dtype, torch):
+    return RewardConfig(
+        output_dir=cfg.output_dir, max_length=cfg.max_length, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, seed=cfg.seed, data_seed=cfg.seed,
+        eval_strategy="no", save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps, report_to=cfg.report_to,
+        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_find_unused_parameters=False, **cfg.dpo_args)
+
+
 def train_reward_model(cfg: TrainConfig, echo) -> Any:
     import datasets
     import torch
@@ -102,18 +117,10 @@ def train_reward_model(cfg: TrainConfig, echo) -> Any:
     datasets.disable_progress_bars()
     device = "cuda" if torch.cuda.is_available() else resolve_device("auto")
     dtype = resolve_dtype(cfg.dtype, device)
-    args = RewardConfig(
-        output_dir=cfg.output_dir, max_length=cfg.max_length, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, gradient_checkpointing=cfg.gradient_checkpointing,
-        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, seed=cfg.seed, data_seed=cfg.seed,
-        eval_strategy="no", save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=cfg.save_steps or 500,
-        save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps, report_to=cfg.report_to,
-        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(),
-        ddp_find_unused_parameters=False, **cfg.dpo_args)
+    try:
+        args = _reward_config(RewardConfig, cfg, dtype, torch)
+    except (TypeError, ValueError) as e:
+        raise PadError(f"training settings rejected by trl's RewardConfig: {str(e).splitlines()[0]}") from None
     main = args.process_index == 0
     if main:
         echo(_mixture_report(mix))

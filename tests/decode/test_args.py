@@ -150,3 +150,20 @@ def test_cli_args_guide_and_prompting_baseline(tmp_path, base_and_rm, tiny_llama
 
     r = CliRunner().invoke(app, ["decode", "--llm", str(tiny_llama), "--prompt", "x", "--guide", "args"])
     assert r.exit_code == 2 and "needs a reward model" in r.output
+
+
+def test_a_base_holding_a_persrm_adapter_decodes_as_the_plain_base(base_and_rm, tiny_llama, tiny_lora):
+    """`pad decode` loads a LoRA PersRM onto the base (shared backbone); a run that does not use it (ARGS,
+    vanilla) must see the base with the adapter off."""
+    from peft import PeftModel
+
+    base, tok, rm = base_and_rm
+    holder = PeftModel.from_pretrained(load_causal_lm(tiny_llama), str(tiny_lora)).eval()
+    s = SamplingSettings(max_new_tokens=N, topk=5)
+    reqs = [DecodeRequest(p) for p in PROMPTS]
+    guide = ArgsGuide(str(rm), tok)
+    for args in (None, guide):
+        plain = [r.token_ids for r in PADDecoder(base, tok, args=args).generate(reqs, s)]
+        held = PADDecoder(holder, tok, args=args)
+        assert held.backbone == "none"
+        assert [r.token_ids for r in held.generate(reqs, s)] == plain
