@@ -82,7 +82,7 @@ def main():
         if summary.written:  # decoded in this call: its speed
             row["tokens_per_s"] = round(summary.tokens / summary.seconds, 1) if summary.seconds else None
         table.append(row)
-    report = run_eval(EvalConfig(runs=[str(f) for f in files], scorers=[f"rm={args.reward_model}"],
+    report = run_eval(EvalConfig(runs=[str(f) for f in files], scorers=[args.reward_model],
                                  baseline="vanilla", out=str(out / "report"), plots=False, progress=False))
     for row, res in zip(table, report.results):
         row.update(score=round(res["mean"], 3), ci=[round(res["ci_low"], 3), round(res["ci_high"], 3)],

@@ -138,19 +138,46 @@ def timed_once(fn) -> float:
     return time.perf_counter() - t
 
 
+def kv_bytes(cache) -> int:
+    return sum(t.nbytes for layer in getattr(cache, "layers", []) for t in (layer.keys, layer.values)
+               if isinstance(t, torch.Tensor))
+
+
+def kv_per_token(model) -> int:
+    """Bytes one token of one row takes in the KV cache (keys and values of every layer)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return cfg.num_hidden_layers * 2 * heads * head_dim * next(model.parameters()).element_size()
+
+
 def memory_worker(which: str, method: str, bs: int, new_tokens: int, device: str) -> dict:
-    """Runs in its own process: load, decode once, report the peak memory."""
+    """Runs in its own process: load, decode once, report the peak memory and the largest KV cache held."""
     torch.set_num_threads(int(os.environ.get("PAD_BENCH_THREADS", torch.get_num_threads())))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    loaded = load(which, method, device)
-    runner(*loaded, method, bs, new_tokens)()
+    base, tok, dec = load(which, method, device)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(bs)]
+    if method == "vanilla":
+        runner(base, tok, dec, method, bs, new_tokens)()
+        # generate's cache: every row left-padded to the longest prompt, then the new tokens
+        longest = max(len(tok(dec.texts(DecodeRequest(p, PRINCIPLES))[0], add_special_tokens=False)["input_ids"])
+                      for p in prompts)
+        kv = bs * (longest + new_tokens - 1) * kv_per_token(base)
+    else:  # the engine's own loop, reading its caches' size at every step
+        batch = dec.batch(SamplingSettings(topk=10, max_new_tokens=new_tokens))
+        batch.admit([DecodeRequest(p, PRINCIPLES) for p in prompts])
+        kv = 0
+        with torch.inference_mode():
+            while batch.live:
+                kv = max(kv, sum(kv_bytes(st.cache) for st in batch.streams))
+                batch.step()
     sync(device)
     # VmHWM, not getrusage's ru_maxrss: a child started by fork + exec inherits the parent's high-water mark
     # there (the parent holds all three methods' models), while VmHWM belongs to the new address space.
     with open("/proc/self/status") as f:
         hwm_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
-    out = {"rss_mib": hwm_kib / 1024}
+    out = {"rss_mib": hwm_kib / 1024, "kv_mib": kv / 2**20}
     if device.startswith("cuda"):
         out["cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -176,6 +203,8 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory processes")
+    ap.add_argument("--memory-batches", nargs="+", type=int, help="batches whose peak memory to measure "
+                    "(default: the largest of --batches)")
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--memory-worker", nargs=4, metavar=("MODELS", "METHOD", "BATCH", "TOKENS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -195,7 +224,8 @@ def main():
         if not args.memory_only:
             rows += time_methods(which, args.batches, args.new_tokens, args.reps, args.device)
         if not args.no_memory:
-            memory[model_specs(which)[0]] = measure_memory(which, max(args.batches), args.new_tokens, args.device)
+            for bs in args.memory_batches or [max(args.batches)]:
+                memory[f"{model_specs(which)[0]}, batch {bs}"] = measure_memory(which, bs, args.new_tokens, args.device)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n{args.new_tokens} new tokens, greedy, k = 10, w = 1; {device}; median of {args.reps} interleaved rounds\n")
     print("| models | batch | method | seconds | tokens/s | x vanilla |")
@@ -205,12 +235,14 @@ def main():
               f"{r['x_vanilla']:.2f} |")
     if memory:
         cuda = any("cuda_mib" in m for mem in memory.values() for m in mem.values())
-        print(f"\nPeak memory, batch {max(args.batches)}, one process per method:\n")
-        print("| models | method | peak RSS (MiB) | x vanilla |" + (" CUDA max allocated (MiB) | x vanilla |" if cuda else ""))
-        print("|---|---|---|---|" + ("---|---|" if cuda else ""))
+        print("\nPeak memory, one process per method; KV: the largest KV cache the method held:\n")
+        print("| models | method | peak RSS (MiB) | x vanilla | KV cache (MiB) | RSS - KV (MiB) |"
+              + (" CUDA max allocated (MiB) | x vanilla |" if cuda else ""))
+        print("|---|---|---|---|---|---|" + ("---|---|" if cuda else ""))
         for name, mem in memory.items():
             for method, m in mem.items():
-                line = f"| {name} | {method} | {m['rss_mib']:.0f} | {m['rss_mib'] / mem['vanilla']['rss_mib']:.2f} |"
+                line = (f"| {name} | {method} | {m['rss_mib']:.0f} | {m['rss_mib'] / mem['vanilla']['rss_mib']:.2f} | "
+                        f"{m['kv_mib']:.0f} | {m['rss_mib'] - m['kv_mib']:.0f} |")
                 if cuda:
                     line += f" {m['cuda_mib']:.0f} | {m['cuda_mib'] / mem['vanilla']['cuda_mib']:.2f} |"
                 print(line)

@@ -73,8 +73,13 @@ class SliceLoRA:
         x = args[0][self.start:]  # (N - start, T, H_in) a view of the adapter rows' inputs
         name = self.adapter
         lora_A, lora_B = module.lora_A[name], module.lora_B[name]
-        x = x.to(lora_A.weight.dtype)
-        delta = lora_B(lora_A(module.lora_dropout[name](x))) * module.scaling[name]
+        a, b = lora_A.weight, lora_B.weight  # (r, H_in), (H_out, r)
+        x = x.to(a.dtype)
+        if module.training:
+            x = module.lora_dropout[name](x)
+        # PEFT's lora_B(lora_A(x)) * scaling, op for op, without three module calls per layer and step
+        h = torch.nn.functional.linear(x, a, lora_A.bias)
+        delta = torch.nn.functional.linear(h, b, lora_B.bias) * module.scaling[name]
         output[self.start:] += delta.to(output.dtype)
         return output
 

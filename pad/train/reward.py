@@ -52,17 +52,30 @@ def classifier_from(base: str, device: str, dtype):
     return model.to(device)
 
 
-def pairwise_accuracy(model, tokenizer, pairs: list[Pair], rows: list[dict], batch_size: int = 16) -> dict:
-    """Held-out accuracy (r(chosen) > r(rejected)) and mean margin, overall, per principle and per source."""
-    import torch
+def pairwise_accuracy(model, tokenizer, pairs: list[Pair], rows: list[dict], batch_size: int = 16,
+                      max_length: int | None = None, progress: bool = False) -> dict:
+    """Held-out accuracy (r(chosen) > r(rejected)) and mean margin, overall, per principle and per source.
 
-    texts = [r["prompt"] + r[side] for r in rows for side in ("chosen", "rejected")]
+    Pairs with a side longer than `max_length` tokens are left out, as training leaves them out
+    (`too_long` counts them)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    encoded = [[tokenizer(r["prompt"] + r[side], add_special_tokens=False)["input_ids"] for side in ("chosen", "rejected")]
+               for r in rows]
+    keep = [j for j, (c, rj) in enumerate(encoded) if max_length is None or max(len(c), len(rj)) <= max_length]
+    too_long = len(rows) - len(keep)
+    pairs = [pairs[j] for j in keep]
+    seqs = [ids for j in keep for ids in encoded[j]]
+    if not seqs:
+        return {"accuracy": None, "margin": None, "n": 0, "too_long": too_long, "principles": {}, "sources": {}}
     scores = []
     model.eval()
     pad = model.config.pad_token_id
     with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i:i + batch_size]]
+        for i in tqdm(range(0, len(seqs), batch_size), desc="held-out pairs", unit="batch", disable=not progress,
+                      leave=False):
+            enc = seqs[i:i + batch_size]
             width = max(len(e) for e in enc)
             ids = torch.tensor([e + [pad] * (width - len(e)) for e in enc])
             mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in enc])
@@ -78,7 +91,8 @@ def pairwise_accuracy(model, tokenizer, pairs: list[Pair], rows: list[dict], bat
     def stats(ms: list[float]) -> dict[str, Any]:
         return {"accuracy": sum(m > 0 for m in ms) / len(ms), "margin": sum(ms) / len(ms), "n": len(ms)}
 
-    return {**stats(margins), "principles": {k: stats(v) for k, v in sorted(by_principle.items())},
+    return {**stats(margins), "too_long": too_long,
+            "principles": {k: stats(v) for k, v in sorted(by_principle.items())},
             "sources": {k: stats(v) for k, v in sorted(groups.items())}}
 
 
@@ -103,7 +117,14 @@ def train_reward_model(cfg: TrainConfig, echo) -> Any:
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
 
-    from pad.train.trainer import TrainResult, _check_output_dir, _local_or_id, _mixture_report, _progress_callback
+    from pad.train.trainer import (
+        TrainResult,
+        _check_output_dir,
+        _local_or_id,
+        _mixture_report,
+        _progress_callback,
+        fit_mixture,
+    )
 
     if not cfg.sources:
         raise PadError("no data: the recipe lists no sources")
@@ -113,6 +134,9 @@ def train_reward_model(cfg: TrainConfig, echo) -> Any:
     if not mix.train:
         raise PadError("no training pairs")
     tokenizer = load_tokenizer(cfg.base_model)
+    mix = fit_mixture(mix, tokenizer, cfg.template, cfg.prompt_budget)  # long conversations lose early turns
+    if not mix.train:
+        raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
     reads = len(mix.principles) > 1
     datasets.disable_progress_bars()
     device = "cuda" if torch.cuda.is_available() else resolve_device("auto")
@@ -145,8 +169,8 @@ def train_reward_model(cfg: TrainConfig, echo) -> Any:
              f"{args.world_size} process(es): LoRA r={cfg.lora_r}, {trainable:,} of {total:,} parameters trainable")
     trainer.train(resume_from_checkpoint=resume_from or None)
     peft_model = trainer.accelerator.unwrap_model(trainer.model)
-    summary = pairwise_accuracy(peft_model, tokenizer, mix.eval, eval_rows, cfg.per_device_eval_batch_size) \
-        if mix.eval else {}
+    summary = pairwise_accuracy(peft_model, tokenizer, mix.eval, eval_rows, cfg.per_device_eval_batch_size,
+                                cfg.max_length, progress=main) if mix.eval else {}
     out = Path(cfg.output_dir)
     if main:
         peft_model.save_pretrained(out / "adapter")
