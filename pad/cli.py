@@ -94,7 +94,8 @@ def train(
 
     result = run_training(cfg, echo=typer.echo)
     if int(os.environ.get("RANK", "0")) == 0:
-        typer.echo(f"saved the PersRM adapter to {result.output_dir} ({result.steps} steps, {result.seconds:.0f} s)")
+        what = "reward model" if cfg.kind == "reward-model" else "PersRM adapter"
+        typer.echo(f"saved the {what} to {result.output_dir} ({result.steps} steps, {result.seconds:.0f} s)")
         for name, m in (result.eval.get("principles") or {}).items():
             typer.echo(f"  held-out {name}: accuracy {m['accuracy']:.3f}, reward margin {m['margin']:.3f} "
                        f"({m['n']} pairs)")
