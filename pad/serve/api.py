@@ -295,13 +295,18 @@ def create_app(svc: Service):
             return StreamingResponse(_sse(svc, job, queue, head, opts), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         parts, reason = [], None
+        checked = time.monotonic()
         try:
             while reason is None:
                 try:
                     kind, value = await asyncio.wait_for(queue.get(), timeout=0.5)
                 except TimeoutError:
+                    kind = value = None
+                if time.monotonic() - checked >= 0.5:  # text may arrive every few ms: look at the client anyway
+                    checked = time.monotonic()
                     if await request.is_disconnected():
                         return JSONResponse({}, status_code=499)
+                if kind is None:
                     continue
                 if kind == "text":
                     parts.append(value)

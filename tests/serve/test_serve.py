@@ -258,3 +258,14 @@ def test_a_failing_request_leaves_the_others_and_the_server(busy_server, monkeyp
         ask(url, "BOOM", max_tokens=4)
     assert ask(url, "hi", max_tokens=4).usage.completion_tokens == 4
     assert health(url)["status"] == "ok"
+
+
+def test_a_client_giving_up_on_a_plain_request_frees_its_row(busy_server):
+    url, _ = busy_server
+    before = health(url)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/chat/completions", json=body, timeout=1.0)  # gives up after a second
+    h = wait_for(lambda: (lambda h: h if h["live"] == 0 else None)(health(url)), "the row to be freed")
+    assert h["cancelled"] == before["cancelled"] + 1
+    assert ask(url, "hi", max_tokens=4).usage.completion_tokens == 4
