@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,8 +70,6 @@ def main():
     models = Models(base_cfg, need_rm=True)
     table, files = [], []
     for name, change in methods(args.principle, args.reward_model, args.pad_weights, args.args_weights):
-        from dataclasses import replace
-
         cfg = replace(base_cfg, **change)
         path = out / (name.replace(" ", "_").replace("=", "") + ".jsonl")
         summary = decode_run(cfg, rows, models, path, run=name, resume=True, progress=True)

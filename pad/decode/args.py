@@ -92,6 +92,10 @@ class CachedReward:
     def rows(self) -> int:
         return self.stream.rows
 
+    @property
+    def tags(self) -> list:
+        return self.stream.tags
+
     def prefix_ids(self, prompt: str | Sequence[Message]) -> list[int]:
         text = chat_text(self.tok, to_messages(prompt, None, self.template))
         return self.tok(text, add_special_tokens=False)["input_ids"]

@@ -444,10 +444,6 @@ class DecodeBatch:
         rows, tokens = self._made
         return list(zip((r.key for r in rows), tokens.tolist()))
 
-    def args_tags(self) -> list[int]:
-        """The row keys of ARGS's sequences, in its order."""
-        return list(self.args.stream.tags if hasattr(self.args, "stream") else self.args.tags)
-
     def cancel(self, key: int) -> None:
         """Stop a live row at the next step; it finishes as "cancelled" with the tokens it has."""
         self._cancelled.add(key)
@@ -496,7 +492,7 @@ class DecodeBatch:
         self.feeds = [t([pos[sl.row] for sl in st.tags]) for st in self.streams]
         if self.args is not None:
             self.base_all = t([base_of[r.key] for r in self.rows])  # (B,)
-            self.args_feed = t([pos[key] for key in self.args_tags()])  # (N_args,) the rows ARGS guides
+            self.args_feed = t([pos[key] for key in self.args.tags])  # (N_args,) the rows ARGS guides
         self.any_sample = any(r.s.mode == "sample" for r in self.rows)
         self.all_sample = all(r.s.mode == "sample" for r in self.rows)
 
@@ -566,7 +562,7 @@ class DecodeBatch:
         self.out, self.n_gen, self.limit, self.rkey = self.out[keep], self.n_gen[keep], self.limit[keep], self.rkey[keep]
         self.temp, self.sample, self.args_w = self.temp[keep], self.sample[keep], self.args_w[keep]
         if self.args is not None and self.args.rows:
-            self.args.keep(torch.tensor([j for j, key in enumerate(self.args_tags()) if key in alive], dtype=torch.long))
+            self.args.keep(torch.tensor([j for j, key in enumerate(self.args.tags) if key in alive], dtype=torch.long))
         for st in self.streams:
             st.keep(torch.tensor([j for j, sl in enumerate(st.tags) if sl.row in alive], dtype=torch.long))
         self._index()

@@ -122,8 +122,8 @@ def train_reward_model(cfg: TrainConfig, echo) -> Any:
         _check_output_dir,
         _local_or_id,
         _mixture_report,
-        _progress_callback,
         fit_mixture,
+        use_pad_progress,
     )
 
     if not cfg.sources:
@@ -158,11 +158,7 @@ def train_reward_model(cfg: TrainConfig, echo) -> Any:
                                 processing_class=tokenizer, peft_config=lora)
     except ValueError as e:
         raise PadError(f"cannot set up reward-model training on {cfg.base_model}: {str(e).splitlines()[0]}") from None
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(_progress_callback(echo))
+    use_pad_progress(trainer, echo)
     if main:
         trainable, total = trainer.model.get_nb_trainable_parameters()
         echo(f"training a reward model on {cfg.base_model} ({'principle prompts' if reads else 'plain prompts'}), "

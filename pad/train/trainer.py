@@ -177,6 +177,15 @@ def _format_log(step: int, max_steps: int, logs: dict[str, Any]) -> str | None:
     return f"step {step}/{max_steps}: " + ", ".join(parts) if parts else None
 
 
+def use_pad_progress(trainer, echo: Echo) -> None:
+    """Replace the Trainer's own bar and log printer by pad's one-line progress."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_progress_callback(echo))
+
+
 def _progress_callback(echo: Echo):
     from transformers.trainer_callback import ProgressCallback
 
@@ -355,11 +364,7 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
                                    processing_class=tokenizer, peft_config=lora)
     except ValueError as e:  # e.g. LoRA target modules the model does not have
         raise PadError(f"cannot set up training on {cfg.base_model}: {str(e).splitlines()[0]}") from None
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(_progress_callback(echo))
+    use_pad_progress(trainer, echo)
     if main:
         trainable, total = trainer.model.get_nb_trainable_parameters()
         echo(f"training {cfg.base_model} on {device} ({str(dtype).removeprefix('torch.')}), "
