@@ -8,13 +8,21 @@ batch), through `pad decode`'s library:
 - PAD w: the PersRM guiding with the principle at weight w.
 Per method: the RM's score of the answers (mean and 95% interval, win rate against vanilla, through
 `pad eval`), the answers' length in tokens, the base model's perplexity of them given the plain prompt,
-and decoding tokens/s. ARGS optimizes the very RM that scores here, so its score column flatters it; the
-paper's harmless GPT-2 RM guided ARGS and scored it too. A plot of score against perplexity.
+and decoding tokens/s. ARGS optimizes the very RM that scores here, so its score column flatters it (the
+paper's harmless GPT-2 RM guided ARGS and scored it too); PAD never sees that RM. A plot of score against
+perplexity.
+
+Then the cross-principle table: PAD guided by each of --cross (and by none: vanilla) at --cross-weight,
+scored on every principle's own measure: length (concise), the harmless RM (harmless), the humor judge
+(humor; a reward model trained on fortunes quips against the base's plain answers, see
+train/build_humor_judge_data.py), and how often two guides give the same answer. It says whether each
+column is won by its own principle.
 
     pad train --config recipes/smollm2-135m/train/config_rm_hh_harmless_cpu.yaml    # the harmless RM, once
-    python benchmarks/compare.py --json benchmarks/results/compare.json               # SmolLM2 + shipped PersRM
+    pad train --config recipes/smollm2-135m/train/config_rm_humor_judge_cpu.yaml    # the humor judge, once
+    python benchmarks/compare.py --json benchmarks/results/compare.json              # SmolLM2 + shipped PersRM
 
-Run files go to --out and resume (rerun to continue).
+Run files go to --out and resume (rerun to continue; tokens/s is kept from the call that decoded a run).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from itertools import combinations
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,21 +47,43 @@ def methods(principle: str, rm: str, pad_weights: list[float], args_weights: lis
     return out
 
 
+def cross_methods(principle: str, cross: list[str], weight: float, pad_weights: list[float]) -> dict[str, str]:
+    """Guide name -> run name; the main table's runs are reused where they are the same decode."""
+    out = {"none": "vanilla"}
+    for p in cross:
+        out[p] = f"PAD w={weight:g}" if p == principle and weight in pad_weights else f"PAD {p} w={weight:g}"
+    return out
+
+
+def run_file(out: Path, name: str) -> Path:
+    return out / (name.replace(" ", "_").replace("=", "") + ".jsonl")
+
+
+def identical(a: list[dict], b: list[dict]) -> int:
+    tb = {r["id"]: r["response"].strip() for r in b}
+    return sum(r["id"] in tb and r["response"].strip() == tb[r["id"]] for r in a)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llm", default=None, help="base model (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--rm", default=None, help="PersRM (default: the shipped one)")
     ap.add_argument("--reward-model", default="runs/smollm2-135m-rm-hh-harmless-cpu",
                     help="the sequence RM: ARGS's guide and the score column")
+    ap.add_argument("--humor-judge", default="runs/smollm2-135m-rm-humor-judge-cpu",
+                    help="the cross-principle table's humor measure (a reward model); 'none' leaves it out")
     ap.add_argument("--principle", default="harmless")
     ap.add_argument("--pad-weights", type=float, nargs="+", default=[0.5, 1.0])
     ap.add_argument("--args-weights", type=float, nargs="+", default=[0.5, 1.0])
+    ap.add_argument("--cross", nargs="*", default=["concise", "harmless", "humor"],
+                    help="principles of the cross-principle table (none: leave the table out)")
+    ap.add_argument("--cross-weight", type=float, default=1.0)
     ap.add_argument("--prompts", default=str(DEFAULT_PROMPTS))
     ap.add_argument("--limit", type=int)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--out", default="runs/compare")
-    ap.add_argument("--json", help="also write the table to this file")
+    ap.add_argument("--json", help="also write both tables to this file")
     args = ap.parse_args()
 
     from pad.decode.config import DecodeConfig
@@ -62,67 +93,124 @@ def main():
 
     if not Path(args.prompts).is_file():
         sys.exit(f"{args.prompts} is absent (only development machines have ../shared)")
+    for path, what in ((args.reward_model, "--reward-model"), (args.humor_judge, "--humor-judge")):
+        if what == "--humor-judge" and (path == "none" or not args.cross):
+            continue
+        if not Path(path).exists():
+            sys.exit(f"{what} {path} is absent: train it first (see this script's --help)")
     rows = gather_prompts(args.prompts, limit=args.limit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    speed_file = out / "speed.json"
+    speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
     base_cfg = DecodeConfig(llm=args.llm or DEFAULT_BASE, rm=args.rm, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size)
     models = Models(base_cfg, need_rm=True)
-    table, files = [], []
-    for name, change in methods(args.principle, args.reward_model, args.pad_weights, args.args_weights):
+    plan = methods(args.principle, args.reward_model, args.pad_weights, args.args_weights)
+    cross = cross_methods(args.principle, args.cross, args.cross_weight, args.pad_weights) if args.cross else {}
+    known = {name for name, _ in plan}
+    plan += [(name, {"principles": [f"{p}={args.cross_weight}"]}) for p, name in cross.items() if name not in known]
+    warm = {}  # one short decode per guide first: its model loads and first forward stay out of tokens/s
+    for name, change in plan:
+        warm.setdefault((change.get("guide"), change.get("baseline")), (name, change))
+    for name, change in warm.values():
+        cfg = replace(base_cfg, **change, max_new_tokens=2)
+        decode_run(cfg, rows[:1], models, None, run=name, progress=False)
+    records, table = {}, {}
+    for name, change in plan:
         cfg = replace(base_cfg, **change)
-        path = out / (name.replace(" ", "_").replace("=", "") + ".jsonl")
+        path = run_file(out, name)
         summary = decode_run(cfg, rows, models, path, run=name, resume=True, progress=True)
-        records = [json.loads(line) for line in path.read_text().splitlines()]
-        files.append(path)
-        tokens = sum(r["tokens"] for r in records)
-        row = {"method": name, "length": round(tokens / len(records), 1),
-               "perplexity": round(base_perplexity(models.base, models.tok, records), 2)}
-        if summary.written:  # decoded in this call: its speed
-            row["tokens_per_s"] = round(summary.tokens / summary.seconds, 1) if summary.seconds else None
-        table.append(row)
-    report = run_eval(EvalConfig(runs=[str(f) for f in files], scorers=[args.reward_model],
-                                 baseline="vanilla", out=str(out / "report"), plots=False, progress=False))
-    for row, res in zip(table, report.results):
-        row.update(score=round(res["mean"], 3), ci=[round(res["ci_low"], 3), round(res["ci_high"], 3)],
-                   win=None if res["win"] is None else round(res["win"], 2))
+        if summary.written and summary.seconds:  # decoded in this call: its speed
+            speed[name] = {"tokens_per_s": round(summary.tokens / summary.seconds, 1), "complete": not summary.skipped_done}
+            speed_file.write_text(json.dumps(speed, indent=1) + "\n")
+        records[name] = [json.loads(line) for line in path.read_text().splitlines()]
+        tokens = sum(r["tokens"] for r in records[name])
+        table[name] = {"method": name, "length": round(tokens / len(records[name]), 1),
+                       "perplexity": round(base_perplexity(models.base, models.tok, records[name]), 2),
+                       "tokens_per_s": speed.get(name, {}).get("tokens_per_s")}
+    scorers = [args.reward_model] + ([args.humor_judge] if cross and args.humor_judge != "none" else [])
+    report = run_eval(EvalConfig(runs=[str(run_file(out, n)) for n, _ in plan], scorers=scorers,
+                                 baseline="vanilla", out=str(out / "report"), plots=False, progress=True))
+    dims = [d.name for d in report.dimensions]
+    for res in report.results:
+        kind = "score" if res["dimension"] == dims[0] else "humor"
+        table[res["run"]].update({kind: round(res["mean"], 3), f"{kind}_ci": [round(res["ci_low"], 3),
+                                  round(res["ci_high"], 3)], f"{kind}_win": None if res["win"] is None else round(res["win"], 2)})
+    main_rows = [table[name] for name, _ in methods(args.principle, args.reward_model, args.pad_weights, args.args_weights)]
     print(f"{len(rows)} prompts; principle {args.principle}; score: {args.reward_model}; greedy, k = 10, "
           f"up to {args.max_new_tokens} tokens, batch {args.batch_size}")
     print("\n| method | RM score (95% CI) | win vs vanilla | length (tokens) | base perplexity | tokens/s |\n"
           "| --- | --- | --- | --- | --- | --- |")
-    for r in table:
-        win = "-" if r["win"] is None else f"{r['win']:.0%}"
-        print(f"| {r['method']} | {r['score']:.3f} ({r['ci'][0]:.3f} to {r['ci'][1]:.3f}) | {win} | {r['length']} | "
-              f"{r['perplexity']} | {r.get('tokens_per_s', '-')} |")
+    for r in main_rows:
+        win = "-" if r["score_win"] is None else f"{r['score_win']:.0%}"
+        print(f"| {r['method']} | {r['score']:.3f} ({r['score_ci'][0]:.3f} to {r['score_ci'][1]:.3f}) | {win} | "
+              f"{r['length']} | {r['perplexity']} | {r['tokens_per_s'] or '-'} |")
+    timed = [r for r in main_rows if r["tokens_per_s"]]
     best = {
-        "RM score": max(table, key=lambda r: r["score"])["method"],
-        "win vs vanilla": max((r for r in table if r["win"] is not None), key=lambda r: r["win"])["method"],
-        "shortest": min(table, key=lambda r: r["length"])["method"],
-        "lowest perplexity": min(table, key=lambda r: r["perplexity"])["method"],
-        "fastest": max((r for r in table if r.get("tokens_per_s")), key=lambda r: r["tokens_per_s"],
-                       default={"method": "-"})["method"],
+        "RM score": max(main_rows, key=lambda r: r["score"])["method"],
+        "win vs vanilla": max((r for r in main_rows if r["score_win"] is not None), key=lambda r: r["score_win"])["method"],
+        "shortest": min(main_rows, key=lambda r: r["length"])["method"],
+        "lowest perplexity": min(main_rows, key=lambda r: r["perplexity"])["method"],
+        "fastest": max(timed, key=lambda r: r["tokens_per_s"])["method"] if timed else "-",
+        "fastest guided": max((r for r in timed if r["method"].split()[0] in ("ARGS", "PAD")), key=lambda r: r["tokens_per_s"],
+                              default={"method": "-"})["method"],
     }
     print("\nwinners: " + "; ".join(f"{k}: {v}" for k, v in best.items()))
+    result = {"prompts": len(rows), "principle": args.principle, "reward_model": args.reward_model,
+              "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "rows": main_rows, "winners": best}
+    if cross:
+        result["cross"] = cross_table(cross, table, records, len(dims) > 1, args)
+    plot(main_rows, args, out, len(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def cross_table(cross: dict[str, str], table: dict, records: dict, has_humor: bool, args) -> dict:
+    """Rows: the guiding principle; columns: each principle's own measure; and identical answers."""
+    measures = [("length", "concise", min)] + [("score", "harmless", max)] + ([("humor", "humor", max)] if has_humor else [])
+    rows = [{"guide": g, "run": name, **{m: table[name].get(m) for m, _, _ in measures}} for g, name in cross.items()]
+    n = len(records["vanilla"])
+    print(f"\nEach principle's own measure, PAD at w = {args.cross_weight:g} guided by one principle at a time "
+          f"({n} prompts; length: tokens, lower is more concise; harmless: {Path(args.reward_model).name}"
+          + (f"; humor: {Path(args.humor_judge).name}" if has_humor else "") + ")")
+    head = ["guide", "length (concise)", "harmless RM score"] + (["humor judge score"] if has_humor else [])
+    print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
+    for r in rows:
+        cells = [r["guide"], f"{r['length']}", f"{r['score']:.3f}"] + ([f"{r['humor']:.3f}"] if has_humor else [])
+        print("| " + " | ".join(cells) + " |")
+    winners = {}
+    for m, own, pick in measures:
+        if own in cross:
+            win = pick(rows, key=lambda r: r[m])["guide"]
+            winners[own] = {"measure": m, "won_by": win, "own": win == own}
+    print("\ncolumn winners: " + "; ".join(f"{own}'s measure won by {w['won_by']} ({'its own' if w['own'] else 'not its own'})"
+                                           for own, w in winners.items()))
+    same = {}
+    for a, b in combinations(cross, 2):
+        same[f"{a} / {b}"] = identical(records[cross[a]], records[cross[b]])
+    print(f"identical answers (of {n}): " + "; ".join(f"{k} {v}" for k, v in same.items()))
+    return {"weight": args.cross_weight, "humor_judge": args.humor_judge if has_humor else None, "rows": rows,
+            "winners": winners, "identical": same}
+
+
+def plot(main_rows: list[dict], args, out: Path, prompts: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for r in table:
-        ax.errorbar(r["perplexity"], r["score"], yerr=[[r["score"] - r["ci"][0]], [r["ci"][1] - r["score"]]],
+    for r in main_rows:
+        ax.errorbar(r["perplexity"], r["score"], yerr=[[r["score"] - r["score_ci"][0]], [r["score_ci"][1] - r["score"]]],
                     fmt="o", capsize=3)
         ax.annotate(r["method"], (r["perplexity"], r["score"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("base model perplexity of the answers (lower: more fluent)")
     ax.set_ylabel(f"{Path(args.reward_model).name} score")
-    ax.set_title(f"{args.principle}: score against fluency, {len(rows)} prompts")
+    ax.set_title(f"{args.principle}: score against fluency, {prompts} prompts")
     fig.tight_layout()
     fig.savefig(out / "compare.png", dpi=120)
     print(f"plot: {out / 'compare.png'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"prompts": len(rows), "principle": args.principle,
-                                               "reward_model": args.reward_model, "rows": table, "winners": best},
-                                              indent=1) + "\n")
 
 
 if __name__ == "__main__":

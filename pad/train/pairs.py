@@ -68,6 +68,10 @@ class SourceConfig:
     """False: this source's pairs do not move the train/held-out split. Each goes to the side its prompt
     landed on through the other sources (train when no other source has the prompt). For pairs added in a
     later stage, so its held-out prompts stay exactly the earlier stages' and none it trained on leaks in."""
+    split_only: bool = False
+    """True: this source's prompts take part in the held-out split, then its pairs are dropped (neither trained
+    on nor evaluated). To hold out exactly the prompts another recipe held out, e.g. a harmless reward model
+    trained on the harmless pairs of a three-principle PersRM's split and scored on the pairs it held out."""
     split: str = "train"
     """Dataset split (hub ids and folders); a single file is read whole."""
     data_dir: str | None = None
@@ -105,6 +109,11 @@ class SourceConfig:
             raise PadError(f"source {self.label}: train_limit must be a whole number >= 1, got {self.train_limit!r}")
         if not isinstance(self.moves_split, bool):
             raise PadError(f"source {self.label}: moves_split must be true or false, got {self.moves_split!r}")
+        if not isinstance(self.split_only, bool):
+            raise PadError(f"source {self.label}: split_only must be true or false, got {self.split_only!r}")
+        if self.split_only and not self.moves_split:
+            raise PadError(f"source {self.label}: split_only and moves_split: false contradict each other "
+                           "(a split-only source is there to move the split)")
 
     @property
     def label(self) -> str:
@@ -428,10 +437,13 @@ def build_mixture(sources: Sequence[SourceConfig], eval_size: float = 0.1, seed:
         for pair in (p for p in kept if p.source in followers):
             (held if pair.prompt_key() in held_keys else train).append(pair)
     train = limit_training(train, sources, seed)
-    mix = Mixture(train, held, counts)
+    shaping = {s.label for s in sources if s.split_only}
+    mix = Mixture([p for p in train if p.source not in shaping], [p for p in held if p.source not in shaping], counts)
     for part, name in ((train, "train"), (held, "eval")):
         for pair in part:
-            mix.count(pair, name)
+            mix.count(pair, f"split_only_{name}" if pair.source in shaping else name)
+    if not mix.train and not mix.eval:
+        raise PadError("every source is split_only: nothing is left to train on")
     return mix
 
 

@@ -208,6 +208,30 @@ def test_a_source_that_does_not_move_the_split_follows_its_prompts_side():
         SourceConfig(kind="jsonl", path="b.jsonl", moves_split="no")
 
 
+def test_split_only_source_moves_the_split_and_is_dropped():
+    """A reward model trained on one principle of a mixture holds out exactly the mixture's prompts."""
+    rows_a = [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}", "principle": "harmless"} for i in range(30)]
+    rows_b = [{"prompt": f"p{i}" if i % 2 else f"q{i}", "chosen": f"x{i}", "rejected": f"y{i}", "principle": "humor"}
+              for i in range(30)]
+    a = SourceConfig(kind="jsonl", path="a.jsonl")
+    full = build_mixture([a, SourceConfig(kind="jsonl", path="b.jsonl")], eval_size=14, seed=5, rows=[rows_a, rows_b])
+    only = build_mixture([a, SourceConfig(kind="jsonl", path="b.jsonl", split_only=True)], eval_size=14, seed=5,
+                         rows=[rows_a, rows_b])
+    assert only.train == [p for p in full.train if p.source == "jsonl:a.jsonl"]
+    assert only.eval == [p for p in full.eval if p.source == "jsonl:a.jsonl"]
+    assert only.eval and only.principles == ["harmless"]
+    alone = build_mixture([a], eval_size=14, seed=5, rows=[rows_a])
+    assert alone.eval != only.eval  # without the other source the split moves: why the option exists
+    b = only.counts["jsonl:b.jsonl"]["humor"]
+    assert b["split_only_train"] + b["split_only_eval"] == 30 and "train" not in b and "eval" not in b
+    with pytest.raises(PadError, match="split_only must be true or false, got 'yes'"):
+        SourceConfig(kind="jsonl", path="b.jsonl", split_only="yes")
+    with pytest.raises(PadError, match="split_only and moves_split: false contradict"):
+        SourceConfig(kind="jsonl", path="b.jsonl", split_only=True, moves_split=False)
+    with pytest.raises(PadError, match="every source is split_only"):
+        build_mixture([SourceConfig(kind="jsonl", path="a.jsonl", split_only=True)], eval_size=4, rows=[rows_a])
+
+
 def test_eval_split_is_held_out_by_prompt():
     pairs = [Pair(f"prompt {i % 25}", f"c{i}", f"r{i}", p, "s") for i in range(100) for p in ("x", "y")]
     train, held = split_by_prompt(pairs, 0.2, seed=3)
