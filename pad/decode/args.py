@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from pad.decode.streams import Stream
+from pad.decode.streams import Stream, _cache_layers
 from pad.errors import PadError
 from pad.principles import Message, chat_text, to_messages
 
@@ -76,7 +76,13 @@ def cached_path_blocker(rm, rm_tokenizer, base_tokenizer) -> str | None:
 
 
 class CachedReward:
-    """ARGS's RM over cached prefixes, one sequence per guided row (`Stream` with a reward head)."""
+    """ARGS's RM over cached prefixes, one sequence per guided row (`Stream` with a reward head).
+
+    A step scores each row's k candidates in one forward of k + 1 new tokens per row over the row's cache, with
+    no copy of it: the token the row chose at the step before (not yet in the cache), then the k candidates,
+    all at the next position. A 4D mask lets every candidate see the row's prefix, that chosen token and
+    itself, never another candidate. Afterwards the cache keeps the chosen token's keys and values and drops
+    the candidates'; `commit` then names the next chosen token."""
 
     path = "cached"
 
@@ -86,7 +92,11 @@ class CachedReward:
         self.label = label
         self.template = template
         self.stream = Stream(self.model, pad_id)
-        self._expanded = None
+        self.pad_id = pad_id
+        dev = self.stream.device
+        self.pending = torch.zeros((0,), dtype=torch.long, device=dev)  # (N,) chosen last step, not yet cached
+        self.has_pending = torch.zeros((0,), dtype=torch.bool, device=dev)
+        self._cand = None
 
     @property
     def rows(self) -> int:
@@ -101,43 +111,55 @@ class CachedReward:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
     def add(self, prompts: Sequence, tags: Sequence) -> None:
-        self.stream.add([self.prefix_ids(p) for p in prompts], tags)
+        self.stream.add([self.prefix_ids(p) for p in prompts], tags)  # new rows join after the others
+        dev, n = self.stream.device, len(prompts)
+        self.pending = torch.cat([self.pending, torch.full((n,), self.pad_id, dtype=torch.long, device=dev)])
+        self.has_pending = torch.cat([self.has_pending, torch.zeros((n,), dtype=torch.bool, device=dev)])
 
     @torch.inference_mode()
     def rewards(self, cand: torch.Tensor) -> torch.Tensor:
         """(N, k) RM(x, y_<t + a) for the k candidates of each of the stream's rows (cand: (N, k))."""
         st = self.stream
         n, k = cand.shape
-        cache = _copy_cache(st.cache)
-        cache.batch_repeat_interleave(k)
-        mask = torch.cat([st.mask.repeat_interleave(k, 0),
-                          torch.ones((n * k, 1), dtype=st.mask.dtype, device=st.device)], dim=1)
-        pos = st.next_pos.repeat_interleave(k)[:, None]
-        logits, cache = st._forward(cand.reshape(n * k, 1).to(st.device), mask, pos, cache, start=0)
-        self._expanded = (cache, mask, k)
-        return logits[:, self.label].reshape(n, k)  # (N, k)
+        cand = cand.to(st.device)
+        lead = 1 if bool(self.has_pending.any()) else 0  # the chosen-token slot (none right after a prefill)
+        width, cached = lead + k, st.mask.shape[1]
+        ids = torch.cat([self.pending[:, None], cand], dim=1) if lead else cand
+        seen = torch.zeros((n, width, cached + width), dtype=torch.bool, device=st.device)
+        seen[:, :, :cached] = st.mask.bool()[:, None, :]
+        seen[:, :, cached:] = torch.eye(width, dtype=torch.bool, device=st.device)
+        if lead:
+            seen[:, :, cached] |= self.has_pending[:, None]
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(seen.shape, dtype=dtype, device=st.device).masked_fill_(~seen, torch.finfo(dtype).min)
+        step = self.has_pending.long()
+        pos = (st.next_pos + step)[:, None].expand(n, k)
+        if lead:
+            pos = torch.cat([st.next_pos[:, None], pos], dim=1)
+        out = self.model.backbone(input_ids=ids, attention_mask=mask[:, None], position_ids=pos, use_cache=True,
+                                  **{self.model._cache_kw: st.cache})
+        scores = self.model.head(out.last_hidden_state[:, lead:]).float()[..., self.label]  # (N, k)
+        st.cache = out["cache"] if "cache" in out else out["past_key_values"]
+        for layer in _cache_layers(st.cache):  # keep the chosen token, drop the candidates
+            layer.keys = layer.keys[:, :, :cached + lead]
+            layer.values = layer.values[:, :, :cached + lead]
+        if lead:
+            st.mask = torch.cat([st.mask, step[:, None].to(st.mask.dtype)], dim=1)
+            st.next_pos = st.next_pos + step
+        self._cand = cand
+        return scores
 
     def commit(self, pick: torch.Tensor) -> None:
-        """Keep, for each row, the cache of its chosen candidate (pick: (N,) index into its k)."""
-        st = self.stream
-        cache, mask, k = self._expanded
-        rows = torch.arange(pick.shape[0], device=st.device) * k + pick.to(st.device)
-        cache.batch_select_indices(rows)
-        st.cache, st.mask = cache, mask[rows]
-        st.next_pos = st.next_pos + 1
-        self._expanded = None
+        """Each row's chosen candidate (pick: (N,) index into its k) enters the cache at the next step."""
+        rows = torch.arange(pick.shape[0], device=self.stream.device)
+        self.pending = self._cand[rows, pick.to(self.stream.device)]
+        self.has_pending = torch.ones_like(self.pending, dtype=torch.bool)
+        self._cand = None
 
     def keep(self, idx: torch.Tensor) -> None:
         self.stream.keep(idx)
-
-
-def _copy_cache(cache):
-    """A cache whose tensors can be replaced without touching `cache` (the rows' prefixes stay as they are)."""
-    import copy
-
-    new = copy.copy(cache)
-    new.layers = [copy.copy(layer) for layer in cache.layers]
-    return new
+        idx = idx.to(self.stream.device)
+        self.pending, self.has_pending = self.pending[idx], self.has_pending[idx]
 
 
 class TextReward:
