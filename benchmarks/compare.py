@@ -74,7 +74,7 @@ def main():
                     help="the cross-principle table's humor measure (a reward model); 'none' leaves it out")
     ap.add_argument("--principle", default="harmless")
     ap.add_argument("--pad-weights", type=float, nargs="+", default=[0.5, 1.0])
-    ap.add_argument("--args-weights", type=float, nargs="+", default=[0.5, 1.0])
+    ap.add_argument("--args-weights", type=float, nargs="+", default=[1.0, 3.0, 10.0])
     ap.add_argument("--cross", nargs="*", default=["concise", "harmless", "humor"],
                     help="principles of the cross-principle table (none: leave the table out)")
     ap.add_argument("--cross-weight", type=float, default=1.0)
