@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from pad.decode.streams import Stream, _cache_layers
+from pad.decode.streams import Stream
 from pad.errors import PadError
 from pad.principles import Message, chat_text, to_messages
 
@@ -79,9 +79,9 @@ class CachedReward:
     """ARGS's RM over cached prefixes, one sequence per guided row (`Stream` with a reward head).
 
     A step scores each row's k candidates in one forward of k + 1 new tokens per row over the row's cache, with
-    no copy of it: the token the row chose at the step before (not yet in the cache), then the k candidates,
-    all at the next position. A 4D mask lets every candidate see the row's prefix, that chosen token and
-    itself, never another candidate. Afterwards the cache keeps the chosen token's keys and values and drops
+    no copy of it: the token the row chose at the step before (not yet in the cache; a masked pad for a row
+    just prefilled), then the k candidates, all at the next position. A 4D mask lets every candidate see the
+    row's prefix, that chosen token and itself, never another candidate. Afterwards the cache keeps the chosen token's keys and values and drops
     the candidates'; `commit` then names the next chosen token."""
 
     path = "cached"
@@ -97,6 +97,8 @@ class CachedReward:
         self.pending = torch.zeros((0,), dtype=torch.long, device=dev)  # (N,) chosen last step, not yet cached
         self.has_pending = torch.zeros((0,), dtype=torch.bool, device=dev)
         self._cand = None
+        self.dtype = next(self.model.parameters()).dtype
+        self.neg = torch.finfo(self.dtype).min
 
     @property
     def rows(self) -> int:
@@ -122,32 +124,23 @@ class CachedReward:
         st = self.stream
         n, k = cand.shape
         cand = cand.to(st.device)
-        lead = 1 if bool(self.has_pending.any()) else 0  # the chosen-token slot (none right after a prefill)
-        width, cached = lead + k, st.mask.shape[1]
-        ids = torch.cat([self.pending[:, None], cand], dim=1) if lead else cand
-        seen = torch.zeros((n, width, cached + width), dtype=torch.bool, device=st.device)
+        cached = st.mask.shape[1]
+        ids = torch.cat([self.pending[:, None], cand], dim=1)  # (N, 1 + k); a row just prefilled has a pad first
+        seen = torch.zeros((n, 1 + k, cached + 1 + k), dtype=torch.bool, device=st.device)
         seen[:, :, :cached] = st.mask.bool()[:, None, :]
-        seen[:, :, cached:] = torch.eye(width, dtype=torch.bool, device=st.device)
-        if lead:
-            seen[:, :, cached] |= self.has_pending[:, None]
-        dtype = next(self.model.parameters()).dtype
-        mask = torch.zeros(seen.shape, dtype=dtype, device=st.device).masked_fill_(~seen, torch.finfo(dtype).min)
+        seen[:, :, cached:] = torch.eye(1 + k, dtype=torch.bool, device=st.device)  # each new token: itself
+        seen[:, :, cached] |= self.has_pending[:, None]  # and the chosen token, where there is one
+        mask = torch.zeros(seen.shape, dtype=self.dtype, device=st.device).masked_fill_(~seen, self.neg)
         step = self.has_pending.long()
-        pos = (st.next_pos + step)[:, None].expand(n, k)
-        if lead:
-            pos = torch.cat([st.next_pos[:, None], pos], dim=1)
+        pos = torch.cat([st.next_pos[:, None], (st.next_pos + step)[:, None].expand(n, k)], dim=1)
         out = self.model.backbone(input_ids=ids, attention_mask=mask[:, None], position_ids=pos, use_cache=True,
                                   **{self.model._cache_kw: st.cache})
-        scores = self.model.head(out.last_hidden_state[:, lead:]).float()[..., self.label]  # (N, k)
         st.cache = out["cache"] if "cache" in out else out["past_key_values"]
-        for layer in _cache_layers(st.cache):  # keep the chosen token, drop the candidates
-            layer.keys = layer.keys[:, :, :cached + lead]
-            layer.values = layer.values[:, :, :cached + lead]
-        if lead:
-            st.mask = torch.cat([st.mask, step[:, None].to(st.mask.dtype)], dim=1)
-            st.next_pos = st.next_pos + step
+        st.cache.crop(-k)  # keep the chosen token's keys and values, drop the candidates'
+        st.mask = torch.cat([st.mask, step[:, None].to(st.mask.dtype)], dim=1)
+        st.next_pos = st.next_pos + step
         self._cand = cand
-        return scores
+        return self.model.head(out.last_hidden_state[:, 1:]).float()[..., self.label]  # (N, k)
 
     def commit(self, pick: torch.Tensor) -> None:
         """Each row's chosen candidate (pick: (N,) index into its k) enters the cache at the next step."""
