@@ -107,9 +107,9 @@ def main():
                             batch_size=args.batch_size)
     models = Models(base_cfg, need_rm=True)
     plan = methods(args.principle, args.reward_model, args.pad_weights, args.args_weights)
+    main_names = [name for name, _ in plan]
     cross = cross_methods(args.principle, args.cross, args.cross_weight, args.pad_weights) if args.cross else {}
-    known = {name for name, _ in plan}
-    plan += [(name, {"principles": [f"{p}={args.cross_weight}"]}) for p, name in cross.items() if name not in known]
+    plan += [(name, {"principles": [f"{p}={args.cross_weight}"]}) for p, name in cross.items() if name not in main_names]
     warm = {}  # one short decode per guide first: its model loads and first forward stay out of tokens/s
     for name, change in plan:
         warm.setdefault((change.get("guide"), change.get("baseline")), (name, change))
@@ -137,7 +137,7 @@ def main():
         kind = "score" if res["dimension"] == dims[0] else "humor"
         table[res["run"]].update({kind: round(res["mean"], 3), f"{kind}_ci": [round(res["ci_low"], 3),
                                   round(res["ci_high"], 3)], f"{kind}_win": None if res["win"] is None else round(res["win"], 2)})
-    main_rows = [table[name] for name, _ in methods(args.principle, args.reward_model, args.pad_weights, args.args_weights)]
+    main_rows = [table[name] for name in main_names]
     print(f"{len(rows)} prompts; principle {args.principle}; score: {args.reward_model}; greedy, k = 10, "
           f"up to {args.max_new_tokens} tokens, batch {args.batch_size}")
     print("\n| method | RM score (95% CI) | win vs vanilla | length (tokens) | base perplexity | tokens/s |\n"
@@ -161,6 +161,7 @@ def main():
               "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "rows": main_rows, "winners": best}
     if cross:
         result["cross"] = cross_table(cross, table, records, len(dims) > 1, args)
+    result["length_vs_score"] = length_correlations(report, dims, records, [n for n in table if not n.startswith("ARGS")])
     plot(main_rows, args, out, len(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
@@ -168,13 +169,13 @@ def main():
 
 def cross_table(cross: dict[str, str], table: dict, records: dict, has_humor: bool, args) -> dict:
     """Rows: the guiding principle; columns: each principle's own measure; and identical answers."""
-    measures = [("length", "concise", min)] + [("score", "harmless", max)] + ([("humor", "humor", max)] if has_humor else [])
+    measures = [("length", "concise", min), ("score", args.principle, max)] + ([("humor", "humor", max)] if has_humor else [])
     rows = [{"guide": g, "run": name, **{m: table[name].get(m) for m, _, _ in measures}} for g, name in cross.items()]
     n = len(records["vanilla"])
     print(f"\nEach principle's own measure, PAD at w = {args.cross_weight:g} guided by one principle at a time "
-          f"({n} prompts; length: tokens, lower is more concise; harmless: {Path(args.reward_model).name}"
+          f"({n} prompts; length: tokens, lower is more concise; {args.principle}: {Path(args.reward_model).name}"
           + (f"; humor: {Path(args.humor_judge).name}" if has_humor else "") + ")")
-    head = ["guide", "length (concise)", "harmless RM score"] + (["humor judge score"] if has_humor else [])
+    head = ["guide", "length (concise)", f"{args.principle} RM score"] + (["humor judge score"] if has_humor else [])
     print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
     for r in rows:
         cells = [r["guide"], f"{r['length']}", f"{r['score']:.3f}"] + ([f"{r['humor']:.3f}"] if has_humor else [])
@@ -192,6 +193,41 @@ def cross_table(cross: dict[str, str], table: dict, records: dict, has_humor: bo
     print(f"identical answers (of {n}): " + "; ".join(f"{k} {v}" for k, v in same.items()))
     return {"weight": args.cross_weight, "humor_judge": args.humor_judge if has_humor else None, "rows": rows,
             "winners": winners, "identical": same}
+
+
+def ranks(values: list[float]) -> list[float]:
+    """Ranks from 0, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for m in order[i:j + 1]:
+            out[m] = (i + j) / 2
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    return cov / (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+
+
+def length_correlations(report, dims: list[str], records: dict, runs: list[str]) -> dict:
+    """Spearman's correlation of answer length with each judge's score, over every answer of `runs`
+    (ARGS left out by the caller: it optimizes the first judge)."""
+    out = {}
+    for d in dims:
+        pairs = [(r["tokens"], report.scores[run].values[d][r["id"]]) for run in runs for r in records[run]
+                 if r["id"] in report.scores[run].values.get(d, {})]
+        out[d] = {"spearman": round(spearman(*map(list, zip(*pairs))), 2), "answers": len(pairs)}
+    print(f"\nlength against score, Spearman over the {len(runs)} runs without ARGS: "
+          + "; ".join(f"{d} {v['spearman']} ({v['answers']} answers)" for d, v in out.items()))
+    return out
 
 
 def plot(main_rows: list[dict], args, out: Path, prompts: int) -> None:
