@@ -76,11 +76,28 @@ def build_causal_lm(tokenizer, arch: str = "llama", seed: int = 0, hidden: int =
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
                              tie_word_embeddings=False, **common)
         model = LlamaForCausalLM(config)
+    elif arch == "mistral":  # every layer attends through a sliding window of 8 tokens
+        from transformers import MistralConfig, MistralForCausalLM
+
+        config = MistralConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+                               sliding_window=8, tie_word_embeddings=False, **common)
+        model = MistralForCausalLM(config)
+    elif arch == "gemma3":  # Gemma 3's mix: sliding-window layers (window 8) and a full-attention one
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        config = Gemma3TextConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=max(layers, 3),
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
+                                  max_position_embeddings=max_positions, sliding_window=8,
+                                  layer_types=["sliding_attention", "sliding_attention", "full_attention"]
+                                  + ["sliding_attention"] * (max(layers, 3) - 3),
+                                  tie_word_embeddings=False, **common)
+        model = Gemma3ForCausalLM(config)
     elif arch == "gpt2":
         config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=max_positions, **common)
         model = GPT2LMHeadModel(config)
     else:
-        raise ValueError(f"unknown tiny architecture {arch!r}; choose llama or gpt2")
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose llama, mistral, gemma3 or gpt2")
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval()
@@ -97,8 +114,11 @@ def save_tiny_model(folder: str | os.PathLike, arch: str = "llama", seed: int = 
 
 
 def save_tiny_lora(base_folder: str | os.PathLike, folder: str | os.PathLike, seed: int = 1,
-                   scale: float = 0.5) -> Path:
-    """A LoRA adapter on a tiny model, with random (non-zero) B so it changes the logits."""
+                   scale: float = 0.5, modules_to_save: list[str] | None = None) -> Path:
+    """A LoRA adapter on a tiny model, with random (non-zero) B so it changes the logits.
+
+    modules_to_save: whole modules the adapter also trains (e.g. ["lm_head"]), saved perturbed so they
+    differ from the base's."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -107,12 +127,15 @@ def save_tiny_lora(base_folder: str | os.PathLike, folder: str | os.PathLike, se
     arch = base.config.model_type
     targets = ["q_proj", "v_proj", "up_proj"] if arch == "llama" else ["c_attn", "c_fc"]
     torch.manual_seed(seed)  # lora_A is drawn from the global generator: the same adapter whatever ran before
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0))
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0,
+                                            modules_to_save=modules_to_save))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
+            elif "modules_to_save" in name:
+                p.add_(torch.randn(p.shape, generator=g) * scale)
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(base_folder).save_pretrained(folder)
     return Path(folder)

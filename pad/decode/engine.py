@@ -218,6 +218,10 @@ class PADDecoder:
             raise PadError(f"topk {req.settings.topk} is larger than the vocabulary ({self.vocab} tokens)")
         if req.reference is not None and req.reference not in REFERENCES:
             raise PadError(f"reference {req.reference!r} is not one of {', '.join(REFERENCES)}")
+        for p in req.principles:
+            if p.weight is None:  # the CLI and the server resolve a run's weight before they get here
+                raise PadError(f"principle {p.name!r} has no weight: give it one (Principle({p.name!r}, 1.0)) or "
+                               "resolve the run's weight with Principle.with_default")
 
     @torch.inference_mode()
     def stream(
@@ -237,11 +241,11 @@ class PADDecoder:
         where: dict[int, int] = {}  # batch key -> position in `requests`
         more = True
         while True:
-            if more and batch.live < max_live:
+            if more and batch.live < max_live and batch.accepts_rows:
                 joining = list(itertools.islice(todo, max_live - batch.live))
                 more = len(joining) == max_live - batch.live
                 if joining:
-                    keys = batch.admit([r for _, r in joining], first=joining[0][0])
+                    keys = batch.admit([r for _, r in joining])  # keys count requests: each one's position
                     where.update(zip(keys, (i for i, _ in joining)))
             if not batch.live:
                 for key, res in batch.finished():
@@ -359,13 +363,21 @@ class DecodeBatch:
     def live(self) -> int:
         return len(self.rows)
 
+    @property
+    def accepts_rows(self) -> bool:
+        """Whether `admit` can add rows now. False only while rows decode in a cache that new rows cannot join
+        (a quantized or static one): the batch then drains, and the next rows start a fresh one."""
+        streams = self.streams + ([self.args.stream] if getattr(self.args, "stream", None) is not None else [])
+        return all(st.joinable for st in streams)
+
     # -- rows join ---------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def admit(self, requests: Sequence[DecodeRequest], first: int = 0) -> list[int]:
+    def admit(self, requests: Sequence[DecodeRequest]) -> list[int]:
         """Prefill the requests and add them to the batch; returns their keys. A prompt that leaves no room
         in a model's context finishes at once as "skipped". A request without an id keys its random stream
-        by its position, counted from `first`. A request the decoder cannot run raises before any joins."""
+        by its key: the number of requests this batch admitted before it, so no two requests of one batch
+        share a stream. A request the decoder cannot run raises before any joins."""
         d = self.dec
         for req in requests:
             d.check(req)
@@ -378,7 +390,7 @@ class DecodeBatch:
         base_seqs: list[tuple[list[int], _Slot]] = []  # sequences the base model reads
         rm_seqs: list[tuple[list[int], _Slot]] = []  # sequences the PersRM reads
         now = time.perf_counter()
-        for i, req in enumerate(requests):
+        for req in requests:
             key = self._next_key
             self._next_key += 1
             keys.append(key)
@@ -387,7 +399,6 @@ class DecodeBatch:
             bt, rts, reft = d.texts(req)
             rm_texts = rts + ([reft] if reft else [])
             ids = enc(d.tok, bt)
-            lim = s.max_new_tokens if self.ctx_b is None else min(s.max_new_tokens, self.ctx_b - len(ids))
             mine_base = [(ids, _Slot(key, "base"))]
             mine_rm = []
             for p, text in zip([p for p in req.principles if p.weight != 0], rts):
@@ -399,6 +410,11 @@ class DecodeBatch:
                     mine_base.append((rid, _Slot(key, "prompted", 0.0, pair)))
             if reft:
                 mine_rm.append((enc(d.rm_tok, reft), _Slot(key, "ref")))
+            # every sequence the row owns must fit its model's context: the base's own and, with the
+            # prompted-base reference, the principle prompts the base reads too
+            lim = s.max_new_tokens
+            if self.ctx_b is not None:
+                lim = min([lim] + [self.ctx_b - len(seq) for seq, _ in mine_base])
             if self.ctx_r is not None:
                 lim = min([lim] + [self.ctx_r - len(rid) for rid, _ in mine_rm])
             if lim < 1:
@@ -411,7 +427,7 @@ class DecodeBatch:
                 w_args = req.weight if req.weight is not None else d.args_weight
                 if w_args != 0:
                     args_new.append((req.prompt, key))
-            row_id = req.id if req.id is not None else str(first + i)
+            row_id = req.id if req.id is not None else str(key)
             seed = s.seed if s.seed is not None else self.seed
             new_rows.append((_Row(key, req, bt, rm_texts, lim, now, s, reference, w_args), row_key(seed, row_id)))
         if not new_rows:

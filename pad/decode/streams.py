@@ -22,9 +22,11 @@ class SliceLoRA:
 
     During a forward under `active(start)`, every LoRA layer computes its base output for all rows (its
     adapter switched off) and a hook adds `lora_B(lora_A(x[start:])) * scaling` to rows `start:`, exactly
-    what PEFT's unmerged forward adds to a row that uses the adapter. Outside `active`, the model behaves
-    as PEFT left it. Only plain LoRA on linear layers qualifies (no DoRA or other variants, no merged or
-    stacked adapters); `SliceLoRA.why_not(model)` says why a model does not.
+    what PEFT's unmerged forward adds to a row that uses the adapter. Whole modules the adapter trained
+    (`modules_to_save`, trainable tokens) work the same way: the original module serves every row, and a
+    hook recomputes rows `start:` with the adapter's copy. Outside `active`, the model behaves as PEFT left
+    it. Only plain LoRA on linear layers qualifies (no DoRA or other variants, no merged or stacked
+    adapters); `SliceLoRA.why_not(model)` says why a model does not.
     """
 
     def __init__(self, model):
@@ -35,8 +37,11 @@ class SliceLoRA:
 
         self.adapter = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapters[0]
         self.layers = [m for m in model.modules() if isinstance(m, LoraLayer) and self.adapter in m.lora_A]
+        self.wrappers = _trained_modules(model, self.adapter)
         self.start: int | None = None
+        self._inside = False  # a wrapper's hook is computing the adapter rows: no second hook
         self._handles = [m.register_forward_hook(self._add_delta) for m in self.layers]
+        self._handles += [m.register_forward_hook(self._swap_rows) for m in self.wrappers]
 
     @staticmethod
     def why_not(model) -> str | None:
@@ -83,20 +88,39 @@ class SliceLoRA:
         output[self.start:] += delta.to(output.dtype)
         return output
 
+    def _swap_rows(self, module, args, output):
+        """A whole module the adapter trained: rows start: get the adapter's copy's output."""
+        if self.start is None or self.start >= output.shape[0] or self._inside:
+            return None
+        switches = _switches(module)
+        self._inside = True
+        try:
+            for m in switches:
+                m._disable_adapters = False
+            adapted = module(args[0][self.start:], *args[1:])  # (N - start, ...) the adapter's module
+        finally:
+            for m in switches:
+                m._disable_adapters = True
+            self._inside = False
+        output = output.clone()
+        output[self.start:] = adapted.to(output.dtype)
+        return output
+
     @contextmanager
     def active(self, start: int):
         """Within: a forward applies the adapter to rows start: only."""
         # PEFT's switch is a flag on each layer; flipping it directly costs microseconds, where
         # `disable_adapter()` walks the whole module tree and touches requires_grad every step.
-        saved = [m._disable_adapters for m in self.layers]
-        for m in self.layers:
+        switches = self.layers + [m for w in self.wrappers for m in _switches(w)]
+        saved = [m._disable_adapters for m in switches]
+        for m in switches:
             m._disable_adapters = True
         self.start = start
         try:
             yield
         finally:
             self.start = None
-            for m, s in zip(self.layers, saved):
+            for m, s in zip(switches, saved):
                 m._disable_adapters = s
 
     def remove(self) -> None:
@@ -105,23 +129,55 @@ class SliceLoRA:
         self._handles = []
 
 
-def _plain_layers(cache) -> list | None:
-    """The cache's layers if each is a plain growing one (keys and values of (N, H, T, D)), else None
-    (sliding windows, quantized or static caches: rows cannot be padded into them or cut)."""
-    from transformers.cache_utils import DynamicLayer
+def _trained_modules(model, adapter: str) -> list:
+    """The whole modules an adapter trained beside its LoRA layers (PEFT's `modules_to_save` and trainable
+    tokens): while the adapter is on they serve every row, so base rows need the original back."""
+    try:
+        from peft.utils.other import AuxiliaryTrainingWrapper
+    except ImportError:  # older PEFT: only ModulesToSaveWrapper exists
+        from peft.utils.other import ModulesToSaveWrapper as AuxiliaryTrainingWrapper
+    return [m for m in model.modules() if isinstance(m, AuxiliaryTrainingWrapper)
+            and adapter in getattr(m, "_adapters", getattr(m, "modules_to_save", {}))]
 
+
+def _switches(wrapper) -> list:
+    """The modules whose `_disable_adapters` flag decides what a trained-module wrapper computes."""
+    inner = getattr(wrapper, "token_adapter", None)  # trainable tokens: the wrapper defers to its layer
+    return [wrapper] + ([inner] if inner is not None else [])
+
+
+def _cache_kind(layer) -> str | None:
+    """"full" for a plain growing layer, "sliding" for a sliding-window one (keys and values of (N, H, T, D),
+    the latter keeping only the last window - 1 columns); None for any other (quantized, static, offloaded,
+    recurrent): rows cannot be padded into those or cut."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    if type(layer) is DynamicLayer:
+        return "full"
+    if type(layer) is DynamicSlidingWindowLayer and not layer.record_past:
+        return "sliding"
+    return None
+
+
+def _joinable_layers(cache) -> list | None:
+    """The cache's layers if rows can join and leave it (every layer full or sliding), else None."""
     layers = getattr(cache, "layers", None)
-    if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+    if layers is None or any(_cache_kind(layer) is None for layer in layers):
         return None
     return layers
 
 
 def _cache_layers(cache) -> list:
-    layers = _plain_layers(cache)
+    layers = _joinable_layers(cache)
     if layers is None:
         raise PadError(f"rows cannot join a running batch with this model's cache ({type(cache).__name__}); "
                        "decode such prompts in separate batches")
     return layers
+
+
+def _kept_width(layer, width: int) -> int:
+    """How many columns a layer holds for a batch whose masks are `width` columns wide."""
+    return width if _cache_kind(layer) == "full" else min(width, layer.sliding_window - 1)
 
 
 def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
@@ -159,6 +215,11 @@ class Stream:
     def rows(self) -> int:
         return self.mask.shape[0]
 
+    @property
+    def joinable(self) -> bool:
+        """Whether rows can join now: the stream is empty, or its cache is one rows can be padded into."""
+        return self.rows == 0 or self.cache is None or _joinable_layers(self.cache) is not None
+
     def add(self, plain: Sequence[list[int]], plain_tags: Sequence = (), adapter: Sequence[list[int]] = (),
             adapter_tags: Sequence = ()) -> None:
         """Prefill new rows and join them to the batch: plain rows after the plain section, adapter rows at the end."""
@@ -189,8 +250,13 @@ class Stream:
                            torch.arange(self.n_plain, old), old + len(plain) + torch.arange(len(adapter))])
         order = order.to(self.device)
         for mine, theirs in zip(_cache_layers(self.cache), _cache_layers(cache)):
-            mine.keys = torch.cat([_left_pad(mine.keys, W, 2), _left_pad(theirs.keys, W, 2)])[order]
-            mine.values = torch.cat([_left_pad(mine.values, W, 2), _left_pad(theirs.values, W, 2)])[order]
+            # A sliding layer holds each batch's last min(width, window - 1) columns, the right end of its
+            # mask; padded on the left to the joined batch's count, they line up with the joined mask's end.
+            w = _kept_width(mine, W)
+            mine.keys = torch.cat([_left_pad(mine.keys, w, 2), _left_pad(theirs.keys, w, 2)])[order]
+            mine.values = torch.cat([_left_pad(mine.values, w, 2), _left_pad(theirs.values, w, 2)])[order]
+            if _cache_kind(mine) == "sliding":
+                mine.cumulative_length = W  # the mask's width: what the attention mask is cut against
         self.mask = torch.cat([_left_pad(self.mask, W, 1), _left_pad(mask, W, 1)])[order]
         self.next_pos = torch.cat([self.next_pos, next_pos])[order]
         self.logits = torch.cat([self.logits, logits])[order]
@@ -222,11 +288,15 @@ class Stream:
         self.logits = self.logits[idx]
         # Columns that are padding for every row left are dead weight in each attention: cut them.
         first = int(self.mask.any(0).int().argmax())
-        layers = _plain_layers(self.cache) if first > 0 else None
+        layers = _joinable_layers(self.cache) if first > 0 else None
         if layers is not None:
+            W = self.mask.shape[1] - first
             for layer in layers:
-                layer.keys = layer.keys[:, :, first:]
-                layer.values = layer.values[:, :, first:]
+                cut = layer.keys.shape[2] - _kept_width(layer, W)  # a sliding layer may not hold those columns
+                layer.keys = layer.keys[:, :, cut:]
+                layer.values = layer.values[:, :, cut:]
+                if _cache_kind(layer) == "sliding":
+                    layer.cumulative_length = W
             self.mask = self.mask[:, first:]
 
     def _forward(self, ids, mask, pos, cache, start: int):

@@ -190,7 +190,8 @@ class Worker:
                     self._cv.wait()
                 if self._stopping:
                     break
-                joining = [self._waiting.popleft() for _ in range(min(self.max_batch - batch.live, len(self._waiting)))]
+                room = self.max_batch - batch.live if batch.accepts_rows else 0  # else: drain, then a fresh batch
+                joining = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
                 cancels, self._cancels = self._cancels, []
             if joining:
                 self._admit(batch, joining)
