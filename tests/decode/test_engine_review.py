@@ -73,6 +73,33 @@ def test_trained_head_w0_and_adapter_off_equal_generate(tiny_llama, head_lora):
     assert [r.token_ids for r in bare] == _generate_plain(plain, tok, [r.model_input for r in bare])
 
 
+def test_trainable_tokens_shared_equals_separate_and_w0_is_vanilla(tiny_tokenizer):
+    """PEFT's trainable tokens (an embedding whose rows the adapter retrains) take the same path."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from pad.testing import build_causal_lm
+
+    plain = build_causal_lm(tiny_tokenizer, seed=0)
+    torch.manual_seed(3)
+    model = get_peft_model(copy.deepcopy(plain), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"],
+                                                            trainable_token_indices={"embed_tokens": list(range(300))}))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "trainable_tokens_delta" in name:
+                p.add_(torch.randn(p.shape))
+    model.eval()
+    s = SamplingSettings(max_new_tokens=N)
+    reqs = mixed_requests()
+    got = PADDecoder(model, tiny_tokenizer, model).generate(reqs, s)
+    assert [r.token_ids for r in got] == [r.token_ids for r in
+                                          PADDecoder(plain, tiny_tokenizer, copy.deepcopy(model)).generate(reqs, s)]
+    w0 = [DecodeRequest(p, [Principle("harmless", 0.0)]) for p in PROMPTS]
+    assert ([r.token_ids for r in PADDecoder(model, tiny_tokenizer, model).generate(w0, s)]
+            == [r.token_ids for r in PADDecoder(plain, tiny_tokenizer).generate(w0, s)])
+
+
 # -- 2. sliding-window and hybrid caches take new rows -----------------------------------------------------
 
 
