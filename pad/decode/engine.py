@@ -2,7 +2,7 @@
 
 Three parts (docs/style.md):
 - streams (`pad.decode.streams`): one model's left-padded sequences and KV cache; rows join and leave;
-- the PAD guide (`pad.decode.scoring.guided_scores`): given the base's candidates for every row and the
+- the PAD guide (`pad.decode.scoring.pad_scores`): given the base's candidates for every row and the
   PersRM's logits, each row's guided score over its candidates;
 - the batch (`DecodeBatch`): who is live, who joins, who finished; one `step()` makes one token for every
   live row. `PADDecoder.generate`, `pad decode` and a server all drive the same batch.
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pad.decode.scoring import args_scores, guided_scores, row_key, row_uniforms, select_tokens
+from pad.decode.scoring import args_scores, candidates, pad_scores, row_key, row_uniforms, select_tokens
 from pad.decode.streams import SliceLoRA, Stream
 from pad.errors import PadError
 from pad.principles import DEFAULT_TEMPLATE, Message, Principle, check_template, join_principles, principle_prompt
@@ -297,6 +297,7 @@ class _Group:
     k: int
     reference: str
     base_idx: torch.Tensor  # (B_g,) each row's base sequence in the base stream
+    base_at: torch.Tensor | slice  # base_idx, or the same rows as a slice (a view, no gather) where contiguous
     pr_idx: torch.Tensor  # (S,) principle sequences in the PersRM stream
     owner: torch.Tensor  # (S,) which of the group's rows each guides
     weight: torch.Tensor  # (S,)
@@ -350,14 +351,15 @@ class DecodeBatch:
         self._made: tuple[list[_Row], torch.Tensor] = ([], torch.zeros(0, dtype=torch.long))
         self.ctx_b = context_size(decoder.base)
         self.ctx_r = context_size(decoder.persrm) if decoder.persrm is not None else None
-        # per live row, (B,) each: tokens made so far, the token cap, the random key
+        # per live row, (B,) each: tokens made so far, the token cap
         self.n_gen = torch.zeros(0, dtype=torch.long, device=self.dev)
         self.limit = torch.zeros(0, dtype=torch.long, device=self.dev)
-        self.rkey = torch.zeros(0, dtype=torch.long, device=self.dev)
         self.temp = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, its temperature
         self.sample = torch.zeros(0, dtype=torch.bool, device=self.dev)  # per row, whether it samples
         self.args_w = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, ARGS's weight w
         self.out = torch.zeros((0, 1), dtype=torch.long, device=self.dev)  # (B, longest limit) tokens made
+        # (B, longest limit) each row's uniform number for each step, drawn at admission (zeros where greedy)
+        self.unif = torch.zeros((0, 1), dtype=torch.float32, device=self.dev)
 
     @property
     def live(self) -> int:
@@ -446,9 +448,13 @@ class DecodeBatch:
         width = max(self.out.shape[1], max(r.limit for r, _ in new_rows))
         self.out = torch.cat([torch.nn.functional.pad(self.out, (0, width - self.out.shape[1])),
                               torch.zeros((n, width), dtype=torch.long, device=dev)])
+        new_keys = torch.tensor([k for _, k in new_rows], dtype=torch.long, device=dev)
+        unif = torch.zeros((n, width), dtype=torch.float32, device=dev)
+        if any(r.s.mode == "sample" for r, _ in new_rows):  # all of a row's draws at once: a few ops per admission
+            unif = row_uniforms(new_keys[:, None].expand(n, width), torch.arange(width, device=dev).expand(n, width))
+        self.unif = torch.cat([torch.nn.functional.pad(self.unif, (0, width - self.unif.shape[1])), unif])
         self.n_gen = torch.cat([self.n_gen, torch.zeros(n, dtype=torch.long, device=dev)])
         self.limit = torch.cat([self.limit, torch.tensor([r.limit for r, _ in new_rows], device=dev)])
-        self.rkey = torch.cat([self.rkey, torch.tensor([k for _, k in new_rows], dtype=torch.long, device=dev)])
         self.temp = torch.cat([self.temp, torch.tensor([r.s.temperature for r, _ in new_rows], device=dev)])
         self.sample = torch.cat([self.sample, torch.tensor([r.s.mode == "sample" for r, _ in new_rows], device=dev)])
         self.args_w = torch.cat([self.args_w, torch.tensor([r.args_w for r, _ in new_rows], device=dev)])
@@ -501,13 +507,15 @@ class DecodeBatch:
                     weight.append(sl.weight)
                     ref_idx.append(ref_of_row.get(sl.row) if reference == "persrm" else prompted.get(sl.pair))
             whole = len(rows) == len(self.rows)  # one group: no gathering of rows
+            base_idx = [base_of[self.rows[i].key] for i in rows]
+            contiguous = base_idx == list(range(base_idx[0], base_idx[0] + len(base_idx)))
             self.groups.append(_Group(
-                rows=None if whole else t(rows), k=k, reference=reference,
-                base_idx=t([base_of[self.rows[i].key] for i in rows]), pr_idx=t(pr_idx), owner=t(owner),
+                rows=None if whole else t(rows), k=k, reference=reference, base_idx=t(base_idx),
+                base_at=slice(base_idx[0], base_idx[0] + len(base_idx)) if contiguous else t(base_idx),
+                pr_idx=t(pr_idx), owner=t(owner),
                 weight=t(weight, torch.float32), ref_idx=t(ref_idx) if reference != "base" else None))
         self.feeds = [t([pos[sl.row] for sl in st.tags]) for st in self.streams]
         if self.args is not None:
-            self.base_all = t([base_of[r.key] for r in self.rows])  # (B,)
             self.args_feed = t([pos[key] for key in self.args.tags])  # (N_args,) the rows ARGS guides
         self.any_sample = any(r.s.mode == "sample" for r in self.rows)
         self.all_sample = all(r.s.mode == "sample" for r in self.rows)
@@ -521,24 +529,29 @@ class DecodeBatch:
             self._cancelled.clear()
         if not self.rows:
             return self.finished()
-        u = row_uniforms(self.rkey, self.n_gen) if self.any_sample else None  # (B,)
+        u = self.unif.gather(1, self.n_gen[:, None]).squeeze(1) if self.any_sample else None  # (B,)
         mode = "sample" if self.all_sample else self.sample if self.any_sample else "greedy"
         nxt = torch.empty(len(self.rows), dtype=torch.long, device=self.dev)  # (B,)
+        # the base's candidates, once per group: (B_g, k) logits in float32 and ids
+        tops = [candidates(self.base_stream.logits[g.base_at], g.k) for g in self.groups]
         bonus = cand_args = None
         if self.args is not None and self.args.rows:  # ARGS: w * RM(x, y_<t + a) over each row's candidates
-            zb = self.base_stream.logits[self.base_all].float()  # (B, V)
-            cand_args = zb.topk(self.s.topk, dim=-1).indices[self.args_feed]  # (N_args, k)
+            cand_all = tops[0][1] if self.groups[0].rows is None else torch.empty(
+                (len(self.rows), self.s.topk), dtype=torch.long, device=self.dev)  # (B, k): one top-k per batch
+            for g, (_, cand) in zip(self.groups, tops):
+                if g.rows is not None:
+                    cand_all[g.rows] = cand
+            cand_args = cand_all[self.args_feed]  # (N_args, k)
             bonus = torch.zeros((len(self.rows), self.s.topk), device=self.dev)  # (B, k) w * RM, 0 where unguided
             bonus[self.args_feed] = args_scores(torch.zeros_like(bonus[self.args_feed]),
                                                 self.args.rewards(cand_args).to(self.dev), self.args_w[self.args_feed])
-        for g in self.groups:
-            zb = self.base_stream.logits[g.base_idx]  # (B_g, V) the base's next-token logits per row
+        for g, (zb_c, cand) in zip(self.groups, tops):
             zr = zref = None
             if g.pr_idx.numel():
-                zr = self.rm_stream.logits.to(self.dev)  # (N_rm, V), read at pr_idx: one row per principle stream
+                zr = self.rm_stream.logits  # (N_rm, V), read at pr_idx (one row per principle stream), where it is
                 if g.ref_idx is not None:
                     zref = zr if g.reference == "persrm" else self.base_stream.logits
-            cand, score = guided_scores(zb, zr, g.owner, g.weight, g.k, zref, g.ref_idx, g.pr_idx)  # (B_g, k)
+            score = pad_scores(zb_c, cand, zr, g.owner, g.weight, zref, g.ref_idx, g.pr_idx)  # (B_g, k)
             if bonus is not None:
                 score = score + (bonus if g.rows is None else bonus[g.rows])
             if g.rows is None:
@@ -575,7 +588,8 @@ class DecodeBatch:
         keep = (~done).nonzero().flatten()  # (B',) surviving positions
         self.rows = [self.rows[i] for i in keep.tolist()]
         alive = {r.key for r in self.rows}
-        self.out, self.n_gen, self.limit, self.rkey = self.out[keep], self.n_gen[keep], self.limit[keep], self.rkey[keep]
+        self.out, self.n_gen, self.limit = self.out[keep], self.n_gen[keep], self.limit[keep]
+        self.unif = self.unif[keep]
         self.temp, self.sample, self.args_w = self.temp[keep], self.sample[keep], self.args_w[keep]
         if self.args is not None and self.args.rows:
             self.args.keep(torch.tensor([j for j, key in enumerate(self.args.tags) if key in alive], dtype=torch.long))

@@ -28,7 +28,7 @@ def guided_scores(
     ref_index: torch.Tensor | None = None,
     rm_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Candidate ids and their guided scores.
+    """Candidate ids and their guided scores: `candidates` then `pad_scores`.
 
     base_logits: (B, V) base next-token logits z_b.
     rm_logits:   (S, V) PersRM logits, one row per stream (a row's principle), or None; with rm_index,
@@ -39,25 +39,52 @@ def guided_scores(
                  reference code's choice).
     ref_index:   (S,) the row of each stream's reference in ref_logits (default: owner, one a row).
     rm_index:    (S,) the row of each stream in rm_logits (default: 0..S-1).
-    Only the k candidates of each stream are ever indexed, never a (S, V) copy.
     Returns (cand, score), both (B, k); computed in float32.
     """
-    zb = base_logits.float()
-    zb_c, cand = zb.topk(k, dim=-1)  # (B, k) candidate logits and ids, best first
-    score = zb_c.clone()
+    zb_c, cand = candidates(base_logits, k)
+    return cand, pad_scores(zb_c, cand, rm_logits, owner, weights, ref_logits, ref_index, rm_index)
+
+
+def candidates(base_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, k) the base's top-k logits in float32 and their ids, best first. Top-k reads the logits where they
+    are, in their own dtype: only the (B, k) winners are converted."""
+    zb_c, cand = base_logits.topk(k, dim=-1)
+    return zb_c.float(), cand
+
+
+def _at(logits: torch.Tensor, rows: torch.Tensor, cand: torch.Tensor, device) -> torch.Tensor:
+    """(S, k) logits[rows[s], cand[s, j]] in float32 on `device`; gathered where the logits live, so a model on
+    another device sends (S, k) numbers, never its (N, V) logits."""
+    d = logits.device
+    return logits[rows.to(d)[:, None], cand.to(d)].to(device).float()
+
+
+def pad_scores(
+    base_c: torch.Tensor,
+    cand: torch.Tensor,
+    rm_logits: torch.Tensor | None,
+    owner: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    ref_logits: torch.Tensor | None = None,
+    ref_index: torch.Tensor | None = None,
+    rm_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, k) z_b(a) + sum_i w_i r_i(a) over each row's candidates (base_c, cand: (B, k) from `candidates`);
+    the other arguments as in `guided_scores`. Only the k candidates of each stream are ever indexed, never a
+    (S, V) copy."""
+    score = base_c.clone()
     if rm_logits is None or owner is None or owner.shape[0] == 0:
-        return cand, score
+        return score
     cand_s = cand[owner]  # (S, k) each stream's row's candidates
     rows = torch.arange(owner.shape[0], device=owner.device) if rm_index is None else rm_index
-    zr_c = rm_logits[rows[:, None], cand_s].float()  # (S, k)
+    zr_c = _at(rm_logits, rows, cand_s, score.device)  # (S, k)
     if ref_logits is None:
-        zref_c = zb_c[owner]  # (S, k)
+        zref_c = base_c[owner]  # (S, k)
     else:
-        rrows = owner if ref_index is None else ref_index
-        zref_c = ref_logits[rrows[:, None], cand_s].float()  # (S, k)
+        zref_c = _at(ref_logits, owner if ref_index is None else ref_index, cand_s, score.device)  # (S, k)
     r = zr_c.log_softmax(-1) - zref_c.log_softmax(-1)  # (S, k) per-stream reward
     score.index_add_(0, owner, weights.float()[:, None] * r)  # sum_i w_i r_i per row
-    return cand, score
+    return score
 
 
 def args_scores(base_logits_c: torch.Tensor, rewards: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

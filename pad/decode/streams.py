@@ -180,13 +180,26 @@ def _kept_width(layer, width: int) -> int:
     return width if _cache_kind(layer) == "full" else min(width, layer.sliding_window - 1)
 
 
-def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    extra = width - t.shape[dim]
-    if extra == 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = extra
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
+def _join_rows(old: torch.Tensor, new: torch.Tensor, old_plain: int, new_plain: int, width: int | None = None,
+               dim: int = 1) -> torch.Tensor:
+    """One tensor with the rows of `old` and `new` (dim 0) in section order: old[:old_plain], new[:new_plain],
+    old[old_plain:], new[new_plain:]. With `width`, each piece sits at the right end of `width` places along
+    `dim`, zeros on the left (left padding)."""
+    shape = list(old.shape)
+    shape[0] = old.shape[0] + new.shape[0]
+    if width is not None:
+        shape[dim] = width
+    out = old.new_zeros(shape)
+    row = 0
+    for t, a, b in ((old, 0, old_plain), (new, 0, new_plain), (old, old_plain, old.shape[0]),
+                    (new, new_plain, new.shape[0])):
+        if b > a:
+            dst = out[row:row + b - a]
+            if width is not None:
+                dst = dst.narrow(dim, width - t.shape[dim], t.shape[dim])
+            dst.copy_(t[a:b])
+            row += b - a
+    return out
 
 
 class Stream:
@@ -243,23 +256,21 @@ class Stream:
             self.n_plain = len(plain)
             self.tags = [*plain_tags, *adapter_tags]
             return
-        # Join: pad both batches to one width on the left, then order the rows by section.
+        # Join: rows in section order (old plain, new plain, old adapter, new adapter), each batch right-aligned
+        # in the joined width; every tensor is written once into its new place.
         W = max(self.mask.shape[1], width)
-        old = self.rows
-        order = torch.cat([torch.arange(self.n_plain), old + torch.arange(len(plain)),
-                           torch.arange(self.n_plain, old), old + len(plain) + torch.arange(len(adapter))])
-        order = order.to(self.device)
+        split = (self.n_plain, len(plain))
         for mine, theirs in zip(_cache_layers(self.cache), _cache_layers(cache)):
             # A sliding layer holds each batch's last min(width, window - 1) columns, the right end of its
-            # mask; padded on the left to the joined batch's count, they line up with the joined mask's end.
+            # mask; right-aligned in the joined batch's count, they line up with the joined mask's end.
             w = _kept_width(mine, W)
-            mine.keys = torch.cat([_left_pad(mine.keys, w, 2), _left_pad(theirs.keys, w, 2)])[order]
-            mine.values = torch.cat([_left_pad(mine.values, w, 2), _left_pad(theirs.values, w, 2)])[order]
+            mine.keys = _join_rows(mine.keys, theirs.keys, *split, w, 2)
+            mine.values = _join_rows(mine.values, theirs.values, *split, w, 2)
             if _cache_kind(mine) == "sliding":
                 mine.cumulative_length = W  # the mask's width: what the attention mask is cut against
-        self.mask = torch.cat([_left_pad(self.mask, W, 1), _left_pad(mask, W, 1)])[order]
-        self.next_pos = torch.cat([self.next_pos, next_pos])[order]
-        self.logits = torch.cat([self.logits, logits])[order]
+        self.mask = _join_rows(self.mask, mask, *split, W, 1)
+        self.next_pos = _join_rows(self.next_pos, next_pos, *split)
+        self.logits = _join_rows(self.logits, logits, *split)
         self.tags = [*self.tags[:self.n_plain], *plain_tags, *self.tags[self.n_plain:], *adapter_tags]
         self.n_plain += len(plain)
 
