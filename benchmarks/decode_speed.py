@@ -15,7 +15,7 @@ mark, and CUDA's max allocated on a GPU) decoding the largest batch.
 
     python benchmarks/decode_speed.py                          # tiny fixtures, then SmolLM2 + the shipped PersRM
     python benchmarks/decode_speed.py --models smollm2 --reps 3 --json benchmarks/results/decode_speed.json
-    python benchmarks/decode_speed.py --device cuda --batches 1 8 32
+    python benchmarks/decode_speed.py --device cuda --batches 1 8 32 64 --dtype bf16
 """
 
 from __future__ import annotations
@@ -65,13 +65,17 @@ def model_specs(which: str) -> tuple[str, str, str]:
     return "tiny llama (2 layers, h64) + LoRA r4", f"{d}/base", f"{d}/lora"
 
 
+DTYPE = "auto"  # --dtype: the models' dtype (auto: bf16 on a GPU, fp32 on the CPU)
+
+
 def load(which: str, method: str, device: str):
     """(base, tokenizer, decoder) for a method, loaded exactly as `pad decode` loads them (`Models`)."""
     from pad.decode.config import DecodeConfig
     from pad.decode.run import Models
 
     _, base_spec, rm_spec = model_specs(which)
-    cfg = DecodeConfig(llm=base_spec, rm=rm_spec, device=device, backbone="auto" if method == "vanilla" else method)
+    cfg = DecodeConfig(llm=base_spec, rm=rm_spec, device=device, dtype=DTYPE,
+                       backbone="auto" if method == "vanilla" else method)
     models = Models(cfg, need_rm=method != "vanilla")
     assert models.backbone == ("none" if method == "vanilla" else method), (method, models.backbone_note)
     dec = PADDecoder(models.base, models.tok, models.rm, backbone=cfg.backbone, base_sees_principles=False)
@@ -186,7 +190,8 @@ def memory_worker(which: str, method: str, bs: int, new_tokens: int, device: str
 def measure_memory(which: str, bs: int, new_tokens: int, device: str) -> dict[str, dict]:
     out = {}
     for method in ("vanilla", "separate", "shared"):
-        cmd = [sys.executable, __file__, "--memory-worker", which, method, str(bs), str(new_tokens), "--device", device]
+        cmd = [sys.executable, __file__, "--memory-worker", which, method, str(bs), str(new_tokens), "--device", device,
+               "--dtype", DTYPE]
         res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         if res.returncode != 0:
             raise RuntimeError(f"memory worker {method} failed:\n{res.stderr[-2000:]}")
@@ -201,6 +206,8 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="the models' dtype (auto: bf16 on a GPU, fp32 on the CPU)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory processes")
     ap.add_argument("--memory-batches", nargs="+", type=int, help="batches whose peak memory to measure "
@@ -208,6 +215,8 @@ def main():
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--memory-worker", nargs=4, metavar=("MODELS", "METHOD", "BATCH", "TOKENS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global DTYPE
+    DTYPE = args.dtype
     if args.memory_worker:
         which, method, bs, nt = args.memory_worker
         print(json.dumps(memory_worker(which, method, int(bs), int(nt), args.device)))
@@ -227,7 +236,8 @@ def main():
             for bs in args.memory_batches or [max(args.batches)]:
                 memory[f"{model_specs(which)[0]}, batch {bs}"] = measure_memory(which, bs, args.new_tokens, args.device)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n{args.new_tokens} new tokens, greedy, k = 10, w = 1; {device}; median of {args.reps} interleaved rounds\n")
+    print(f"\n{args.new_tokens} new tokens, greedy, k = 10, w = 1; {device}, dtype {args.dtype}; median of {args.reps} "
+          "interleaved rounds\n")
     print("| models | batch | method | seconds | tokens/s | x vanilla |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -253,7 +263,8 @@ def main():
         print(f"\n{name}: " + "; ".join(parts))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": device, "new_tokens": args.new_tokens, "rows": rows, "memory": memory}, f, indent=1)
+            json.dump({"device": device, "dtype": args.dtype, "new_tokens": args.new_tokens, "rows": rows,
+                       "memory": memory}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,33 @@ def _timed(fn, device: str) -> float:
     return CLOCK() - t
 
 
+def _time_parts(st, parts: dict, device: str) -> float:
+    """Time the forwards of one step on copies of the stream's cache; returns the step's padding share."""
+    tokens = torch.zeros((st.rows, 1), dtype=torch.long, device=st.device)
+    mask = torch.cat([st.mask, torch.ones((st.rows, 1), dtype=st.mask.dtype, device=st.device)], dim=1)
+    pos = st.next_pos[:, None]
+    c = _clone_cache(st.cache)
+    parts["forward (adapter)"].append(_timed(lambda: st._forward(tokens, mask, pos, c, start=st.n_plain), device))
+    c2 = _clone_cache(st.cache)
+    lora, st.lora = st.lora, None
+    try:
+        parts["forward (no adapter)"].append(_timed(lambda: st._forward(tokens, mask, pos, c2, start=st.n_plain),
+                                                    device))
+    finally:
+        st.lora = lora
+    # the base rows alone, without the columns only the PersRM rows need
+    n = st.n_plain
+    first = int(st.mask[:n].any(0).int().argmax())
+    c3 = _clone_cache(st.cache)
+    for layer in c3.layers:
+        layer.keys, layer.values = layer.keys[:n, :, first:], layer.values[:n, :, first:]
+    kwargs = {"input_ids": tokens[:n], "attention_mask": mask[:n, first:], "position_ids": pos[:n],
+              "use_cache": True, "logits_to_keep": 1, st.cache_kw: c3}
+    with st.lora.active(n) if st.lora is not None else torch.inference_mode():  # adapter off for every row
+        parts["forward (B rows, no padding)"].append(_timed(lambda: st.model(**kwargs), device))
+    return 1 - float(mask.float().mean())
+
+
 def profile(dec: PADDecoder, prompts: list[str], principles, bs: int, warm: int, steps: int, device: str) -> dict:
     batch = dec.batch(SamplingSettings(topk=10, max_new_tokens=warm + steps + 2))
     batch.admit([DecodeRequest(prompts[i % len(prompts)], principles) for i in range(bs)])
@@ -64,30 +91,7 @@ def profile(dec: PADDecoder, prompts: list[str], principles, bs: int, warm: int,
         for _ in range(warm):
             batch.step()
         for _ in range(steps):
-            tokens = torch.zeros(st.rows, dtype=torch.long, device=st.device)
-            mask = torch.cat([st.mask, torch.ones((st.rows, 1), dtype=st.mask.dtype, device=st.device)], dim=1)
-            pos = st.next_pos[:, None]
-            pad_share.append(1 - float(mask.float().mean()))
-            # the same forward the step makes, on copies of the cache
-            c = _clone_cache(st.cache)
-            parts["forward (adapter)"].append(_timed(lambda c=c: st._forward(tokens[:, None], mask, pos, c,
-                                                                              start=st.n_plain), device))
-            c = _clone_cache(st.cache)
-            lora, st.lora = st.lora, None
-            parts["forward (no adapter)"].append(_timed(lambda c=c: st._forward(tokens[:, None], mask, pos, c,
-                                                                                 start=st.n_plain), device))
-            st.lora = lora
-            # the base rows alone, without the columns only the PersRM rows need
-            n = st.n_plain
-            first = int(st.mask[:n].any(0).int().argmax())
-            c = _clone_cache(st.cache)
-            for layer in c.layers:
-                layer.keys, layer.values = layer.keys[:n, :, first:], layer.values[:n, :, first:]
-            bmask = mask[:n, first:]
-            with (st.lora.active(n) if st.lora is not None else torch.inference_mode()):
-                parts["forward (B rows, no padding)"].append(_timed(lambda c=c: st.model(
-                    input_ids=tokens[:n, None], attention_mask=bmask, position_ids=pos[:n], use_cache=True,
-                    logits_to_keep=1, **{st.cache_kw: c}), device))
+            pad_share.append(_time_parts(st, parts, device))
             parts["step"].append(_timed(batch.step, device))
     med = {k: statistics.median(v) * 1000 for k, v in parts.items()}
     med["outside the forward"] = med["step"] - med["forward (adapter)"]

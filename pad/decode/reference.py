@@ -32,10 +32,12 @@ def reference_decode(
     """
     active = [p for p in principles if p.weight != 0]
     joined = join_principles([p.name for p in principles]) or None
-    enc = lambda text: tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]  # noqa: E731
-    base_ids = enc(principle_prompt(tokenizer, prompt, joined if base_sees_principles else None, template))
-    rm_ids = [enc(principle_prompt(tokenizer, prompt, p.name, template)) for p in active]
-    ref_ids = enc(principle_prompt(tokenizer, prompt, None, template))
+    dev_b = next(base.parameters()).device
+    dev_r = next(persrm.parameters()).device if persrm is not None else dev_b
+    enc = lambda text, dev: tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(dev)  # noqa: E731
+    base_ids = enc(principle_prompt(tokenizer, prompt, joined if base_sees_principles else None, template), dev_b)
+    rm_ids = [enc(principle_prompt(tokenizer, prompt, p.name, template), dev_r) for p in active]
+    ref_ids = enc(principle_prompt(tokenizer, prompt, None, template), dev_r)
     eos = set(end_token_ids(base, tokenizer))
     out: list[int] = []
     for _ in range(max_new_tokens):
@@ -44,18 +46,18 @@ def reference_decode(
         score = z_b[cand].clone()
         if active:
             if reference == "prompted-base":  # the base reading each principle's own prompt
-                refs = [base(ids).logits[0, -1].float() for ids in rm_ids]
+                refs = [base(ids.to(dev_b)).logits[0, -1].float() for ids in rm_ids]
             else:
-                refs = [z_b if reference == "base" else persrm(ref_ids).logits[0, -1].float()] * len(rm_ids)
+                refs = [z_b if reference == "base" else persrm(ref_ids).logits[0, -1].float().to(dev_b)] * len(rm_ids)
             for p, ids, z_ref in zip(active, rm_ids, refs):
-                z_r = persrm(ids).logits[0, -1].float()
+                z_r = persrm(ids).logits[0, -1].float().to(dev_b)
                 score += p.weight * (torch.log_softmax(z_r[cand], dim=0) - torch.log_softmax(z_ref[cand], dim=0))
         token = int(cand[torch.argmax(score)])
         out.append(token)
         if stop_at_eos and token in eos:
             break
-        new = torch.tensor([[token]])
-        base_ids = torch.cat([base_ids, new], dim=1)
+        base_ids = torch.cat([base_ids, torch.tensor([[token]], device=dev_b)], dim=1)
+        new = torch.tensor([[token]], device=dev_r)
         rm_ids = [torch.cat([ids, new], dim=1) for ids in rm_ids]
         ref_ids = torch.cat([ref_ids, new], dim=1)
     return out
