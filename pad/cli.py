@@ -182,7 +182,8 @@ def eval_(
         return  # one of several processes: the first prints
     from rich.console import Console
 
-    Console(width=None if sys.stdout.isatty() else 120).print(results_table(report))
+    # 140: the table with its length-controlled columns, unwrapped
+    Console(width=None if sys.stdout.isatty() else 140).print(results_table(report))
     for what, path in report.files.items():
         typer.echo(f"{what}: {path}")
 
