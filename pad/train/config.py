@@ -37,8 +37,8 @@ class TrainConfig:
     """Data mixture: each item {kind, path, principles: {principle: label}, limit, split, data_dir, name}."""
     cross_principle_pairs: bool | list[str] = False
     """Add cross-principle pairs: where a prompt has answer a chosen under P and b under Q, (P: a over b) and
-    (Q: b over a), on each side of the held-out split (pad.train.contrastive). true: cross every principle of the
-    sources' pairs; a list: only these (it may name an opposite from a source's `opposites`)."""
+    (Q: b over a), on each side of the held-out split (pad.train.contrastive). true: cross every principle the
+    sources' own pairs teach (opposites left out); a list: only these (it may name a source's opposite)."""
     cross_principle_limit: int | None = None
     """Train on at most this many cross-principle couples per two principles (a seeded sample); None: all."""
     template: str = DEFAULT_TEMPLATE

@@ -95,7 +95,8 @@ def cross_pairs(pairs: Iterable[Pair], principles: Iterable[str] | None = None
 def add_contrastive(mix: Mixture, cfg: TrainConfig) -> Mixture:
     """`mix` with the opposite and cross-principle pairs `cfg` asks for, on each side of the split.
 
-    Opposites come first, so a `cross_principle_pairs` list may name an opposite principle to cross it too.
+    Opposites come first, so a `cross_principle_pairs` list may name an opposite principle to cross it too;
+    `true` crosses only the principles the sources' own pairs teach.
     `cfg.cross_principle_limit` keeps a seeded sample of that many training couples per two principles.
     """
     cross = cfg.cross_principle_pairs
@@ -121,7 +122,9 @@ def add_contrastive(mix: Mixture, cfg: TrainConfig) -> Mixture:
                 out.count(pair, name)
         if not cross:
             continue
-        couples, conflicts = cross_pairs(list(side), None if cross is True else cross)
+        # true crosses the principles the sources teach themselves; opposites only when a list names them
+        wanted = {p.principle for p in side if pair_kind(p.source) == "source"} if cross is True else cross
+        couples, conflicts = cross_pairs(list(side), wanted)
         for principle, n in conflicts.items():
             c = out.counts.setdefault(CROSS_SOURCE, {}).setdefault(principle, {})
             c["conflict"] = c.get("conflict", 0) + n

@@ -94,6 +94,8 @@ def test_derived_pairs_stay_on_their_prompts_side():
     assert train == {p.prompt_key() for p in base.train} and held == {p.prompt_key() for p in base.eval}
     assert any(pair_kind(p.source) == "cross" for p in mix.eval)
     assert any(pair_kind(p.source) == "opposite" for p in mix.eval)
+    # true crosses the sources' own principles, not the opposite detailed
+    assert "detailed" not in mix.counts["cross-principle"] and "concise" in mix.counts["cross-principle"]
     c = mix.counts["cross-principle"]["humor"]
     assert c["train"] + c["eval"] == c["pairs"] == sum(1 for p in mix.train + mix.eval
                                                       if p.source == "cross-principle" and p.principle == "humor")

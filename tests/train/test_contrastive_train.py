@@ -78,3 +78,25 @@ def test_pad_config_records_kinds(runs):
     counts = record["data"]["counts"]["cross-principle"]
     assert counts["humor"]["train"] > 0 and counts["humor"]["eval"] == with_cross.eval["kinds"]["cross"][
         "principles"]["humor"]["n"]
+
+
+def test_cli_reports_pair_kinds(tmp_path, tiny_llama):
+    from typer.testing import CliRunner
+
+    from pad.cli import app
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in shared_rejected_rows(8)))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"base_model: {tiny_llama}\nmax_length: 160\nlora_r: 4\neval_size: 0.5\n"
+                      "cross_principle_pairs: true\n"
+                      f"sources: [{{kind: jsonl, path: {data}, opposites: {{humor: serious}}}}]\n")
+    r = CliRunner().invoke(app, ["train", "--config", str(recipe), "--output_dir", str(tmp_path / "o"),
+                                 "--max_steps", "1", "--save_steps", "0", "--eval_steps", "0"])
+    assert r.exit_code == 0, r.output
+    assert "jsonl:d.jsonl (opposite) / serious: pairs 8" in r.output
+    # true crosses the sources' own principles: humor and harmless, not the opposite serious
+    assert "cross-principle / humor: pairs 8, train 4, eval 4" in r.output
+    assert "cross-principle / serious" not in r.output and "pair kinds: source 36 + 36 held out" in r.output
+    for kind in ("source", "opposite", "cross"):
+        assert f"held-out {kind} pairs: accuracy" in r.output, r.output
