@@ -16,7 +16,13 @@ Then the cross-principle table: PAD guided by each of --cross (and by none: vani
 scored on every principle's own measure: length (concise), the harmless RM (harmless), the humor judge
 (humor; a reward model trained on fortunes quips against the base's plain answers, see
 train/build_humor_judge_data.py), and how often two guides give the same answer. It says whether each
-column is won by its own principle.
+column is won by its own principle, and whether the opposites (detailed, serious) move the other way. The
+judges' scores come raw and length-controlled (pad eval's: the score less what a least-squares line on answer
+words over the table's runs predicts, at their mean length; evaluate/README.md), since both judges mostly
+reward short answers. The table is made twice: on --prompts (P-Soups) and on --fresh-prompts, the project's
+own validation requests (benchmarks/data/fresh_prompts.json, fixed before training; --fresh-prompts none
+leaves them out), whose runs go to OUT/fresh. The main table gains the length-controlled score and win rate
+too, fitted over every run of its report.
 
     pad train --config recipes/smollm2-135m/train/config_rm_hh_harmless_cpu.yaml    # the harmless RM, once
     pad train --config recipes/smollm2-135m/train/config_rm_humor_judge_cpu.yaml    # the humor judge, once
@@ -64,6 +70,43 @@ def identical(a: list[dict], b: list[dict]) -> int:
     return sum(r["id"] in tb and r["response"].strip() == tb[r["id"]] for r in a)
 
 
+FRESH_PROMPTS = Path(__file__).resolve().parent / "data" / "fresh_prompts.json"
+
+
+def decode_plan(plan: list[tuple[str, dict]], rows, models, base_cfg, out: Path) -> tuple[dict, dict]:
+    """Decode (or resume) every run of `plan` into `out`; each run's records and its length, perplexity and
+    tokens/s (kept in out/speed.json from the call that decoded it)."""
+    from pad.decode.run import decode_run
+
+    speed_file = out / "speed.json"
+    speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
+    records, table = {}, {}
+    for name, change in plan:
+        cfg = replace(base_cfg, **change)
+        path = run_file(out, name)
+        summary = decode_run(cfg, rows, models, path, run=name, resume=True, progress=True)
+        if summary.written and summary.seconds:  # decoded in this call: its speed
+            speed[name] = {"tokens_per_s": round(summary.tokens / summary.seconds, 1), "complete": not summary.skipped_done}
+            speed_file.write_text(json.dumps(speed, indent=1) + "\n")
+        records[name] = [json.loads(line) for line in path.read_text().splitlines()]
+        tokens = sum(r["tokens"] for r in records[name])
+        table[name] = {"method": name, "length": round(tokens / len(records[name]), 1),
+                       "perplexity": round(base_perplexity(models.base, models.tok, records[name]), 2),
+                       "tokens_per_s": speed.get(name, {}).get("tokens_per_s")}
+    return records, table
+
+
+def fill_scores(table: dict, report, dims: list[str]) -> None:
+    """Each run's judge scores from a pad eval report: raw mean, interval, win rate; length-controlled mean
+    and win rate (fitted over every run of that report)."""
+    for res in report.results:
+        kind = "score" if res["dimension"] == dims[0] else "humor"
+        table[res["run"]].update({
+            kind: round(res["mean"], 3), f"{kind}_ci": [round(res["ci_low"], 3), round(res["ci_high"], 3)],
+            f"{kind}_win": None if res["win"] is None else round(res["win"], 2),
+            f"{kind}_lc": round(res["lc_mean"], 3), f"{kind}_lc_win": None if res["lc_win"] is None else round(res["lc_win"], 2)})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llm", default=None, help="base model (default: SmolLM2-135M-Instruct)")
@@ -74,9 +117,11 @@ def main():
                     help="the cross-principle table's humor measure (a reward model); 'none' leaves it out")
     ap.add_argument("--principle", default="harmless")
     ap.add_argument("--pad-weights", type=float, nargs="+", default=[0.5, 1.0])
-    ap.add_argument("--args-weights", type=float, nargs="+", default=[1.0, 3.0, 10.0])
-    ap.add_argument("--cross", nargs="*", default=["concise", "harmless", "humor"],
+    ap.add_argument("--args-weights", type=float, nargs="*", default=[1.0, 3.0, 10.0], help="none: no ARGS runs")
+    ap.add_argument("--cross", nargs="*", default=["concise", "harmless", "humor", "detailed", "serious"],
                     help="principles of the cross-principle table (none: leave the table out)")
+    ap.add_argument("--fresh-prompts", default=str(FRESH_PROMPTS),
+                    help="a second prompt set for the cross-principle table ('none': P-Soups only)")
     ap.add_argument("--cross-weight", type=float, default=1.0)
     ap.add_argument("--prompts", default=str(DEFAULT_PROMPTS))
     ap.add_argument("--limit", type=int)
@@ -98,11 +143,12 @@ def main():
             continue
         if not Path(path).exists():
             sys.exit(f"{what} {path} is absent: train it first (see this script's --help)")
+    fresh = args.cross and args.fresh_prompts != "none"
+    if fresh and not Path(args.fresh_prompts).is_file():
+        sys.exit(f"--fresh-prompts {args.fresh_prompts} is absent")
     rows = gather_prompts(args.prompts, limit=args.limit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    speed_file = out / "speed.json"
-    speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
     base_cfg = DecodeConfig(llm=args.llm or DEFAULT_BASE, rm=args.rm, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size)
     models = Models(base_cfg, need_rm=True)
@@ -116,40 +162,28 @@ def main():
     for name, change in warm.values():
         cfg = replace(base_cfg, **change, max_new_tokens=2)
         decode_run(cfg, rows[:1], models, None, run=name, progress=False)
-    records, table = {}, {}
-    for name, change in plan:
-        cfg = replace(base_cfg, **change)
-        path = run_file(out, name)
-        summary = decode_run(cfg, rows, models, path, run=name, resume=True, progress=True)
-        if summary.written and summary.seconds:  # decoded in this call: its speed
-            speed[name] = {"tokens_per_s": round(summary.tokens / summary.seconds, 1), "complete": not summary.skipped_done}
-            speed_file.write_text(json.dumps(speed, indent=1) + "\n")
-        records[name] = [json.loads(line) for line in path.read_text().splitlines()]
-        tokens = sum(r["tokens"] for r in records[name])
-        table[name] = {"method": name, "length": round(tokens / len(records[name]), 1),
-                       "perplexity": round(base_perplexity(models.base, models.tok, records[name]), 2),
-                       "tokens_per_s": speed.get(name, {}).get("tokens_per_s")}
+    records, table = decode_plan(plan, rows, models, base_cfg, out)
     scorers = [args.reward_model] + ([args.humor_judge] if cross and args.humor_judge != "none" else [])
     report = run_eval(EvalConfig(runs=[str(run_file(out, n)) for n, _ in plan], scorers=scorers,
                                  baseline="vanilla", out=str(out / "report"), plots=False, progress=True))
     dims = [d.name for d in report.dimensions]
-    for res in report.results:
-        kind = "score" if res["dimension"] == dims[0] else "humor"
-        table[res["run"]].update({kind: round(res["mean"], 3), f"{kind}_ci": [round(res["ci_low"], 3),
-                                  round(res["ci_high"], 3)], f"{kind}_win": None if res["win"] is None else round(res["win"], 2)})
+    fill_scores(table, report, dims)
     main_rows = [table[name] for name in main_names]
     print(f"{len(rows)} prompts; principle {args.principle}; score: {args.reward_model}; greedy, k = 10, "
-          f"up to {args.max_new_tokens} tokens, batch {args.batch_size}")
-    print("\n| method | RM score (95% CI) | win vs vanilla | length (tokens) | base perplexity | tokens/s |\n"
-          "| --- | --- | --- | --- | --- | --- |")
+          f"up to {args.max_new_tokens} tokens, batch {args.batch_size}; LC: length-controlled over this table's "
+          "and the cross-principle table's runs")
+    print("\n| method | RM score (95% CI) | win vs vanilla | LC score | LC win | length (tokens) | base perplexity "
+          "| tokens/s |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
     for r in main_rows:
-        win = "-" if r["score_win"] is None else f"{r['score_win']:.0%}"
-        print(f"| {r['method']} | {r['score']:.3f} ({r['score_ci'][0]:.3f} to {r['score_ci'][1]:.3f}) | {win} | "
+        print(f"| {r['method']} | {r['score']:.3f} ({r['score_ci'][0]:.3f} to {r['score_ci'][1]:.3f}) | "
+              f"{pct(r['score_win'])} | {r['score_lc']:.3f} | {pct(r['score_lc_win'])} | "
               f"{r['length']} | {r['perplexity']} | {r['tokens_per_s'] or '-'} |")
     timed = [r for r in main_rows if r["tokens_per_s"]]
     best = {
         "RM score": max(main_rows, key=lambda r: r["score"])["method"],
         "win vs vanilla": max((r for r in main_rows if r["score_win"] is not None), key=lambda r: r["score_win"])["method"],
+        "LC score": max(main_rows, key=lambda r: r["score_lc"])["method"],
         "shortest": min(main_rows, key=lambda r: r["length"])["method"],
         "lowest perplexity": min(main_rows, key=lambda r: r["perplexity"])["method"],
         "fastest": max(timed, key=lambda r: r["tokens_per_s"])["method"] if timed else "-",
@@ -160,39 +194,106 @@ def main():
     result = {"prompts": len(rows), "principle": args.principle, "reward_model": args.reward_model,
               "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "rows": main_rows, "winners": best}
     if cross:
-        result["cross"] = cross_table(cross, table, records, len(dims) > 1, args)
+        print(f"\n## The cross-principle table on {Path(args.prompts).name}")
+        result["cross"] = cross_table(cross, table, records, report, args)
     result["length_vs_score"] = length_correlations(report, dims, records, [n for n in table if not n.startswith("ARGS")])
+    if fresh:
+        result["cross_fresh"] = fresh_cross_table(args, models, base_cfg, scorers, out / "fresh")
     plot(main_rows, args, out, len(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 
-def cross_table(cross: dict[str, str], table: dict, records: dict, has_humor: bool, args) -> dict:
-    """Rows: the guiding principle; columns: each principle's own measure; and identical answers."""
-    measures = [("length", "concise", min), ("score", args.principle, max)] + ([("humor", "humor", max)] if has_humor else [])
-    rows = [{"guide": g, "run": name, **{m: table[name].get(m) for m, _, _ in measures}} for g, name in cross.items()]
-    n = len(records["vanilla"])
+def cross_table(cross: dict[str, str], table: dict, records: dict, report, args) -> dict:
+    """Rows: the guiding principle; columns: each principle's own measure, the judges raw and length-controlled
+    (the fit over this table's runs only); and identical answers."""
+    from pad.evaluate.length import add_length_control
+
+    dims = [d.name for d in report.dimensions]
+    has_humor = len(dims) > 1
+    runs = [r for r in report.runs if r.name in cross.values()]
+    lc = [{"run": r.name, "dimension": d} for r in runs for d in dims]
+    fits = add_length_control(lc, runs, report.dimensions, report.scores,
+                              next(r for r in runs if r.name == cross["none"]))
+    lc_of = {(x["run"], x["dimension"]): x["lc_mean"] for x in lc}
+    kinds = [("score", dims[0])] + ([("humor", dims[1])] if has_humor else [])
+    vanilla_len = table[cross["none"]]["length"]
+    rows = []
+    for g, name in cross.items():
+        row = {"guide": g, "run": name, "length": table[name]["length"],
+               "x_vanilla_length": round(table[name]["length"] / vanilla_len, 2) if vanilla_len else None,
+               "perplexity": table[name]["perplexity"]}
+        for kind, dim in kinds:
+            row[kind] = table[name].get(kind)
+            row[f"{kind}_lc"] = round(lc_of[(name, dim)], 3)
+        rows.append(row)
+    n = len(records[cross["none"]])
     print(f"\nEach principle's own measure, PAD at w = {args.cross_weight:g} guided by one principle at a time "
           f"({n} prompts; length: tokens, lower is more concise; {args.principle}: {Path(args.reward_model).name}"
-          + (f"; humor: {Path(args.humor_judge).name}" if has_humor else "") + ")")
-    head = ["guide", "length (concise)", f"{args.principle} RM score"] + (["humor judge score"] if has_humor else [])
+          + (f"; humor: {Path(args.humor_judge).name}" if has_humor else "") + "; LC: length-controlled, the "
+          "score less what a least-squares line on answer words over these runs predicts, at their mean length)")
+    head = ["guide", "length (concise)", "x vanilla", "base perplexity", f"{args.principle} RM score", "LC"]
+    head += ["humor judge score", "LC"] if has_humor else []
     print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
     for r in rows:
-        cells = [r["guide"], f"{r['length']}", f"{r['score']:.3f}"] + ([f"{r['humor']:.3f}"] if has_humor else [])
+        cells = [r["guide"], f"{r['length']}", f"{r['x_vanilla_length']}", f"{r['perplexity']}"]
+        cells += [f"{r[k]:.3f}" for kind, _ in kinds for k in (kind, f"{kind}_lc")]
         print("| " + " | ".join(cells) + " |")
+    print("length fits (score per word): " + "; ".join(f"{d} {fits[d].slope:+.4f}" for d in dims if fits[d]))
+    measures = [("length", "concise", min), ("score", args.principle, max), ("score_lc", args.principle, max)]
+    measures += [("humor", "humor", max), ("humor_lc", "humor", max)] if has_humor else []
     winners = {}
     for m, own, pick in measures:
         if own in cross:
             win = pick(rows, key=lambda r: r[m])["guide"]
-            winners[own] = {"measure": m, "won_by": win, "own": win == own}
-    print("\ncolumn winners: " + "; ".join(f"{own}'s measure won by {w['won_by']} ({'its own' if w['own'] else 'not its own'})"
-                                           for own, w in winners.items()))
+            winners[m] = {"principle": own, "won_by": win, "own": win == own}
+    print("column winners: " + "; ".join(f"{m} ({w['principle']}'s) won by {w['won_by']} "
+                                          f"({'its own' if w['own'] else 'not its own'})" for m, w in winners.items()))
+    checks = opposite_checks(rows, has_humor)
+    if checks:
+        print("opposites and targets: " + "; ".join(checks))
     same = {}
     for a, b in combinations(cross, 2):
         same[f"{a} / {b}"] = identical(records[cross[a]], records[cross[b]])
     print(f"identical answers (of {n}): " + "; ".join(f"{k} {v}" for k, v in same.items()))
     return {"weight": args.cross_weight, "humor_judge": args.humor_judge if has_humor else None, "rows": rows,
-            "winners": winners, "identical": same}
+            "winners": winners, "identical": same, "checks": checks,
+            "length_fits": {d: fits[d].as_dict() if fits[d] else None for d in dims}}
+
+
+def opposite_checks(rows: list[dict], has_humor: bool) -> list[str]:
+    """The issue's checks that read off the table: concise shortest by a margin, detailed longer than vanilla,
+    serious the least funny (raw and length-controlled)."""
+    by = {r["guide"]: r for r in rows}
+    out = []
+    if "concise" in by:
+        others = [r["length"] for g, r in by.items() if g != "concise"]
+        if others:
+            out.append(f"concise length / next shortest {by['concise']['length'] / min(others):.2f} (target <= 0.85)")
+    if "detailed" in by:
+        out.append(f"detailed length x vanilla {by['detailed']['x_vanilla_length']} (target > 1)")
+    if "serious" in by and has_humor:
+        for key in ("humor", "humor_lc"):
+            lowest = min(rows, key=lambda r: r[key])["guide"]
+            out.append(f"lowest {key}: {lowest} (target serious)")
+    return out
+
+
+def fresh_cross_table(args, models, base_cfg, scorers: list[str], out: Path) -> dict:
+    """The cross-principle table on the fresh prompts: vanilla and each guide of --cross, decoded into `out`."""
+    from pad.decode.run import gather_prompts
+    from pad.evaluate import EvalConfig, run_eval
+
+    rows = gather_prompts(args.fresh_prompts, limit=args.limit)
+    out.mkdir(parents=True, exist_ok=True)
+    cross = cross_methods(args.principle, args.cross, args.cross_weight, [])
+    plan = [(name, {"principles": [] if g == "none" else [f"{g}={args.cross_weight}"]}) for g, name in cross.items()]
+    records, table = decode_plan(plan, rows, models, base_cfg, out)
+    report = run_eval(EvalConfig(runs=[str(run_file(out, n)) for n, _ in plan], scorers=scorers,
+                                 baseline="vanilla", out=str(out / "report"), plots=False, progress=True))
+    fill_scores(table, report, [d.name for d in report.dimensions])
+    print(f"\n## The cross-principle table on {Path(args.fresh_prompts).name}")
+    return cross_table(cross, table, records, report, args)
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -210,11 +311,13 @@ def ranks(values: list[float]) -> list[float]:
     return out
 
 
-def spearman(a: list[float], b: list[float]) -> float:
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """None where one side does not vary (e.g. every answer hit the token cap in a short smoke run)."""
     ra, rb = ranks(a), ranks(b)
     ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
     cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    return cov / (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    spread = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / spread if spread else None
 
 
 def length_correlations(report, dims: list[str], records: dict, runs: list[str]) -> dict:
@@ -224,7 +327,8 @@ def length_correlations(report, dims: list[str], records: dict, runs: list[str])
     for d in dims:
         pairs = [(r["tokens"], report.scores[run].values[d][r["id"]]) for run in runs for r in records[run]
                  if r["id"] in report.scores[run].values.get(d, {})]
-        out[d] = {"spearman": round(spearman(*map(list, zip(*pairs))), 2), "answers": len(pairs)}
+        rho = spearman(*map(list, zip(*pairs)))
+        out[d] = {"spearman": None if rho is None else round(rho, 2), "answers": len(pairs)}
     print(f"\nlength against score, Spearman over the {len(runs)} runs without ARGS: "
           + "; ".join(f"{d} {v['spearman']} ({v['answers']} answers)" for d, v in out.items()))
     return out

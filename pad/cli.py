@@ -104,6 +104,11 @@ def train(
             for name, m in sources.items():
                 typer.echo(f"    from {name}: accuracy {m['accuracy']:.3f}, reward margin {m['margin']:.3f} "
                            f"({m['n']} pairs)")
+        kinds = result.eval.get("kinds") or {}
+        if len(kinds) > 1:  # source pairs beside opposite or cross-principle ones (pad.train.contrastive)
+            for kind, m in kinds.items():
+                per = ", ".join(f"{p} {v['accuracy']:.3f}" for p, v in m["principles"].items())
+                typer.echo(f"  held-out {kind} pairs: accuracy {m['accuracy']:.3f} ({m['n']} pairs; {per})")
 
 
 @app.command()
@@ -182,7 +187,8 @@ def eval_(
         return  # one of several processes: the first prints
     from rich.console import Console
 
-    Console(width=None if sys.stdout.isatty() else 120).print(results_table(report))
+    # 140: the table with its length-controlled columns, unwrapped
+    Console(width=None if sys.stdout.isatty() else 140).print(results_table(report))
     for what, path in report.files.items():
         typer.echo(f"{what}: {path}")
 

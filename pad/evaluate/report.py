@@ -21,12 +21,14 @@ from pad.errors import PadError
 from pad.evaluate.cache import ScoreCache
 from pad.evaluate.config import EvalConfig
 from pad.evaluate.inputs import Run, check_matches_baseline, find_run, load_runs
+from pad.evaluate.length import LengthFit, add_length_control
 from pad.evaluate.scorers import Dimension, Scorer, default_batch_tokens
 from pad.evaluate.stats import summarize, win_rates
 from pad.parallel import World
 
 RESULT_FIELDS = ["run", "principles", "w", "dimension", "n", "mean", "std", "ci_low", "ci_high", "skipped", "empty",
-                 "pairs", "win", "tie", "loss"]  # fmt: skip
+                 "pairs", "win", "tie", "loss", "words", "lc_mean", "lc_ci_low", "lc_ci_high", "lc_win", "lc_tie",
+                 "lc_loss"]  # fmt: skip
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Report:
     results: list[dict]
     baseline: str | None = None
     files: dict[str, str] = field(default_factory=dict)
+    length_fits: dict[str, LengthFit | None] = field(default_factory=dict)  # by dimension (pad.evaluate.length)
 
 
 def score_runs(runs: Sequence[Run], dimensions: Sequence[Dimension], cache_dir: str | Path | None = None,
@@ -163,7 +166,9 @@ def run_eval(config: EvalConfig, dimensions: Sequence[Dimension] | None = None, 
     scores = score_runs(runs, dimensions, out / "cache" if config.cache else None, config.batch_size, config.progress,
                         batch_tokens, world)  # fmt: skip
     results = summarize_runs(runs, dimensions, scores, baseline, config.bootstrap, config.seed, config.tie_tolerance)
-    report = Report(runs, list(dimensions), scores, results, baseline.name if baseline else None)
+    fits = add_length_control(results, runs, dimensions, scores, baseline, config.bootstrap, config.seed,
+                              config.tie_tolerance)
+    report = Report(runs, list(dimensions), scores, results, baseline.name if baseline else None, length_fits=fits)
     if world.main:
         write_report(report, config, out)
     return report
@@ -178,6 +183,7 @@ def write_report(report: Report, config: EvalConfig, out: Path) -> None:
         "dimensions": [{"name": d.name, "scorer": d.scorer.label, "output": d.output,
                         "identity": json.loads(d.scorer.identity)} for d in report.dimensions],
         "results": report.results,
+        "length_fits": {name: None if fit is None else fit.as_dict() for name, fit in report.length_fits.items()},
     }  # fmt: skip
     (out / "report.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     with (out / "report.csv").open("w", newline="", encoding="utf-8") as f:
@@ -212,12 +218,17 @@ def results_table(report: Report):
 
     title = "pad eval" + (f" (baseline: {report.baseline})" if report.baseline else "")
     table = Table(title=title, caption="mean and 95% bootstrap interval; skip = not scored (too long or not "
-                  "decoded); empty = empty responses, scored", caption_justify="left")  # fmt: skip
+                  "decoded); empty = empty responses, scored; words = mean answer length; LC = length-controlled "
+                  "(the score less what a least-squares line on words over all runs predicts, at the mean length; all "
+                  "four in report.json and report.csv)",
+                  caption_justify="left")  # fmt: skip
     for col, just in [("run", "left"), ("w", "right"), ("dimension", "left"), ("n", "right"), ("mean", "right"),
-                      ("95% CI", "left"), ("std", "right"), ("skip", "right"), ("empty", "right")]:  # fmt: skip
+                      ("95% CI", "left"), ("std", "right"), ("skip", "right"), ("empty", "right"),
+                      ("words", "right"), ("LC mean", "right")]:  # fmt: skip
         table.add_column(col, justify=just)
     if report.baseline:
         table.add_column("win/tie/loss", justify="right")
+        table.add_column("LC win", justify="right")
     num = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
     pct = lambda v: f"{100 * v:.0f}"  # noqa: E731
     by_run = {}
@@ -232,9 +243,10 @@ def results_table(report: Report):
             w = ("?" if r["w"] is None else f"{r['w']:g}") if first else ""
             ci = "-" if r["ci_low"] is None else f"{num(r['ci_low'])} .. {num(r['ci_high'])}"
             cells = [run, w, r["dimension"], str(r["n"]), num(r["mean"]), ci, num(r["std"]), str(r["skipped"]),
-                     str(r["empty"])]  # fmt: skip
+                     str(r["empty"]), num(r.get("words")), num(r.get("lc_mean"))]  # fmt: skip
             if report.baseline:
                 wins = "-" if r["win"] is None else f"{pct(r['win'])}/{pct(r['tie'])}/{pct(r['loss'])}%"
-                cells.append("baseline" if r["run"] == report.baseline else wins)
+                lc_win = "-" if r.get("lc_win") is None else f"{pct(r['lc_win'])}%"
+                cells += ["baseline", ""] if r["run"] == report.baseline else [wins, lc_win]
             table.add_row(*cells, end_section=k == len(results) - 1)
     return table

@@ -35,6 +35,12 @@ class TrainConfig:
     """Where the adapter, tokenizer, pad_config.json and checkpoints go."""
     sources: list[SourceConfig] = field(default_factory=list)
     """Data mixture: each item {kind, path, principles: {principle: label}, limit, split, data_dir, name}."""
+    cross_principle_pairs: bool | list[str] = False
+    """Add cross-principle pairs: where a prompt has answer a chosen under P and b under Q, (P: a over b) and
+    (Q: b over a), on each side of the held-out split (pad.train.contrastive). true: cross every principle the
+    sources' own pairs teach (opposites left out); a list: only these (it may name a source's opposite)."""
+    cross_principle_limit: int | None = None
+    """Train on at most this many cross-principle couples per two principles (a seeded sample); None: all."""
     template: str = DEFAULT_TEMPLATE
     """Principle prompt template with {principles} and {prompt} (method.md section 1)."""
     eval_size: float = 0.1
@@ -152,6 +158,7 @@ class TrainConfig:
                  "'all-linear' or a list of module names")
         _require(self, "resume", lambda v: isinstance(v, bool) or (isinstance(v, str) and v), "true, false or a folder")
         _require(self, "decode_base_sees_principles", lambda v: v is None or isinstance(v, bool), "true, false or null")
+        _check_contrastive(self)
         if self.eval_only and not self.init_adapter:
             raise PadError("eval_only needs init_adapter: the adapter folder to measure")
         _require(self, "dpo_args", lambda v: isinstance(v, dict), "a mapping of trl.DPOConfig fields")
@@ -168,6 +175,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_contrastive(cfg: TrainConfig) -> None:
+    from pad.train.contrastive import CROSS_SOURCE, OPPOSITE_SUFFIX
+
+    _require(cfg, "cross_principle_pairs", lambda v: isinstance(v, bool) or (
+        isinstance(v, list) and len(set(v)) >= 2 and all(isinstance(p, str) and p.strip() for p in v)),
+        "true, false or a list of two or more principle names")
+    _require(cfg, "cross_principle_limit", lambda v: v is None or (_is_int(v) and v >= 1), "None or a whole number >= 1")
+    if cfg.kind != "persrm" and (cfg.cross_principle_pairs or any(s.opposites for s in cfg.sources)):
+        raise PadError(f"cross_principle_pairs and source opposites apply to kind persrm, not {cfg.kind!r}")
+    for s in cfg.sources:
+        if s.label == CROSS_SOURCE or s.label.endswith(OPPOSITE_SUFFIX):
+            raise PadError(f"source name {s.label!r} is kept for derived pairs; name the source otherwise")
 
 
 def _is_int(v) -> bool:

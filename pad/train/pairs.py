@@ -78,6 +78,9 @@ class SourceConfig:
     """Subset folder of a hub dataset, e.g. harmless-base or helpful-base of Anthropic/hh-rlhf."""
     name: str | None = None
     """Name in the counts report; default kind:file-name-or-hub-id."""
+    opposites: dict[str, str] = field(default_factory=dict)
+    """principle: its opposite, e.g. {concise: detailed}; each pair under the principle also teaches the opposite,
+    flipped (pad.train.contrastive). Counted under the source name plus " (opposite)"."""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -111,6 +114,7 @@ class SourceConfig:
             raise PadError(f"source {self.label}: moves_split must be true or false, got {self.moves_split!r}")
         if not isinstance(self.split_only, bool):
             raise PadError(f"source {self.label}: split_only must be true or false, got {self.split_only!r}")
+        _check_opposites(self)
         if self.split_only and not self.moves_split:
             raise PadError(f"source {self.label}: split_only and moves_split: false contradict each other "
                            "(a split-only source is there to move the split)")
@@ -119,6 +123,25 @@ class SourceConfig:
     def label(self) -> str:
         local = Path(self.path).expanduser().exists() or _looks_like_file(self.path)
         return self.name or f"{self.kind}:{Path(self.path).name if local else self.path}"
+
+
+def _check_opposites(src: SourceConfig) -> None:
+    if src.opposites is None:
+        src.opposites = {}
+    if not isinstance(src.opposites, dict):
+        raise PadError(f"source {src.label}: opposites must be a mapping principle: opposite, got {src.opposites!r}")
+    for principle, opposite in src.opposites.items():
+        if not isinstance(opposite, str) or not opposite.strip() or opposite == principle:
+            raise PadError(f"source {src.label}: the opposite of {principle!r} must be another principle's name, "
+                           f"got {opposite!r}")
+        if src.principles and principle not in src.principles:
+            raise PadError(f"source {src.label}: opposites names {principle!r}, which is not one of its principles "
+                           f"({', '.join(src.principles)})")
+        if opposite in src.principles:
+            raise PadError(f"source {src.label}: opposite {opposite!r} of {principle!r} is already one of its "
+                           "principles; map it with a '-' label instead")
+    if len(set(src.opposites.values())) < len(src.opposites):
+        raise PadError(f"source {src.label}: two principles have the same opposite in {src.opposites!r}")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pad.errors import PadError
 from pad.models import PAD_CONFIG, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from pad.principles import Message, chat_text, to_messages
 from pad.train.config import TrainConfig
+from pad.train.contrastive import add_contrastive, kind_counts, kind_metrics
 from pad.train.pairs import Mixture, Pair, build_mixture, to_trl_row
 
 Echo = Callable[[str], None]
@@ -325,7 +326,7 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
 
     mix = build_mixture(cfg.sources, cfg.eval_size, cfg.seed)
     tokenizer = load_tokenizer(cfg.base_model)
-    mix = fit_mixture(mix, tokenizer, cfg.template, cfg.prompt_budget)
+    mix = add_contrastive(fit_mixture(mix, tokenizer, cfg.template, cfg.prompt_budget), cfg)
     if not mix.train:
         raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
 
@@ -383,6 +384,7 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
         if getattr(trainer, "last_eval_step", None) != trainer.state.global_step:
             trainer.evaluate()
         summary = trainer.last_eval
+        summary = {**summary, "kinds": kind_metrics(summary)}
     trainer.save_model(cfg.output_dir)
     seconds = time.perf_counter() - t0
     if main:
@@ -423,6 +425,7 @@ def _mixture_report(mix: Mixture) -> str:
     for source, per in mix.counts.items():
         for principle, c in per.items():
             lines.append(f"  {source} / {principle}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    lines.append("  " + kind_counts(mix))
     return "\n".join(lines)
 
 

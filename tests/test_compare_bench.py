@@ -1,0 +1,63 @@
+"""benchmarks/compare.py's cross-principle table: length control over the table's own runs, and the checks
+it reads off the table (the decoding itself is `pad decode`'s, tested there)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pad.evaluate.inputs import Row, Run
+from pad.evaluate.report import Scores
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("compare_bench", BENCH / "compare.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_cross_table_is_length_controlled_over_its_own_runs(compare, capsys):
+    # The worked example of pad.evaluate.length, plus an ARGS run of the same report the table must ignore.
+    answers = {"vanilla": (["a b", "a b c d"], [1.0, 2.0]), "PAD concise w=1": (["a b c d e f", "a b c d"], [3.0, 2.5]),
+               "ARGS w=1": (["a", "a"], [9.0, 9.0])}
+    runs = [Run(name, Path(name), [Row(str(i), "p", t) for i, t in enumerate(texts)]) for name, (texts, _) in answers.items()]
+    scores = {name: Scores({"rm": {str(i): v for i, v in enumerate(vals)}}) for name, (_, vals) in answers.items()}
+    report = SimpleNamespace(runs=runs, dimensions=[SimpleNamespace(name="rm")], scores=scores)
+    table = {"vanilla": {"length": 4.0, "perplexity": 2.0, "score": 1.5},
+             "PAD concise w=1": {"length": 6.0, "perplexity": 3.0, "score": 2.75}}
+    records = {"vanilla": [{"id": "0", "response": "a b"}, {"id": "1", "response": "a b c d"}],
+               "PAD concise w=1": [{"id": "0", "response": "a b c d e f"}, {"id": "1", "response": "a b c d"}]}
+    args = SimpleNamespace(cross_weight=1.0, principle="harmless", reward_model="rm", humor_judge="none")
+    out = compare.cross_table({"none": "vanilla", "concise": "PAD concise w=1"}, table, records, report, args)
+    rows = {r["guide"]: r for r in out["rows"]}
+    assert (rows["none"]["score_lc"], rows["concise"]["score_lc"]) == (2.0, 2.25)  # slope 0.5, ARGS left out
+    assert out["length_fits"]["rm"]["slope"] == 0.5 and rows["concise"]["x_vanilla_length"] == 1.5
+    assert out["winners"]["length"] == {"principle": "concise", "won_by": "none", "own": False}
+    assert "| concise | 6.0 | 1.5 | 3.0 | 2.750 | 2.250 |" in capsys.readouterr().out
+
+
+def test_opposite_checks(compare):
+    rows = [{"guide": "none", "length": 100.0, "x_vanilla_length": 1.0, "humor": 0.5, "humor_lc": 0.4},
+            {"guide": "concise", "length": 60.0, "x_vanilla_length": 0.6, "humor": 0.6, "humor_lc": 0.3},
+            {"guide": "detailed", "length": 120.0, "x_vanilla_length": 1.2, "humor": 0.7, "humor_lc": 0.6},
+            {"guide": "serious", "length": 80.0, "x_vanilla_length": 0.8, "humor": 0.2, "humor_lc": 0.35}]
+    assert compare.opposite_checks(rows, has_humor=True) == [
+        "concise length / next shortest 0.75 (target <= 0.85)", "detailed length x vanilla 1.2 (target > 1)",
+        "lowest humor: serious (target serious)", "lowest humor_lc: concise (target serious)"]
+
+
+def test_spearman_without_spread(compare):
+    assert compare.spearman([8, 8, 8], [1.0, 2.0, 3.0]) is None
+    assert compare.spearman([1, 2, 3], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)

@@ -1,0 +1,167 @@
+"""Principle-contrastive pairs (pad.train.contrastive) on hand-made rows: the exact pairs each builder gives."""
+
+from __future__ import annotations
+
+import pytest
+
+from pad.errors import PadError
+from pad.train.config import TrainConfig
+from pad.train.contrastive import add_contrastive, cross_pairs, kind_counts, kind_metrics, opposite_pairs, pair_kind
+from pad.train.pairs import SourceConfig, build_mixture
+
+SRC = "jsonl:d.jsonl"
+
+# p1: concise and humor each beat the same long answer.
+# p2: harmless chooses concise's answer (nothing to contrast for those two; humor against both).
+# p3: humor chooses x and z, concise x: whether concise prefers x over z is not in the data (a conflict).
+ROWS = [
+    {"prompt": "p1", "chosen": "short", "rejected": "long", "principle": "concise"},
+    {"prompt": "p1", "chosen": "joke", "rejected": "long", "principle": "humor"},
+    {"prompt": "p2", "chosen": "s2", "rejected": "l2", "principle": "concise"},
+    {"prompt": "p2", "chosen": "j2", "rejected": "l2", "principle": "humor"},
+    {"prompt": "p2", "chosen": "s2", "rejected": "bad", "principle": "harmless"},
+    {"prompt": "p3", "chosen": "x", "rejected": "y", "principle": "humor"},
+    {"prompt": "p3", "chosen": "z", "rejected": "y", "principle": "humor"},
+    {"prompt": "p3", "chosen": "x", "rejected": "w", "principle": "concise"},
+]
+
+
+def source(**kw) -> SourceConfig:
+    return SourceConfig(kind="jsonl", path="d.jsonl", **kw)
+
+
+def mixture(src: SourceConfig, rows=ROWS, eval_size: float = 0):
+    return build_mixture([src], eval_size=eval_size, seed=0, rows=[rows])
+
+
+def config(src: SourceConfig, **kw) -> TrainConfig:
+    return TrainConfig(sources=[src], **kw)
+
+
+def triples(pairs) -> list[tuple]:
+    return [(p.prompt, p.principle, p.chosen, p.rejected) for p in pairs]
+
+
+def test_cross_pairs_exact():
+    mix = mixture(source())
+    couples, conflicts = cross_pairs(mix.train)
+    assert [triples(c) for c in couples] == [
+        [("p1", "concise", "short", "joke"), ("p1", "humor", "joke", "short")],
+        [("p2", "concise", "s2", "j2"), ("p2", "humor", "j2", "s2")],
+        [("p2", "humor", "j2", "s2"), ("p2", "harmless", "s2", "j2")],
+    ]
+    assert all(p.source == "cross-principle" for c in couples for p in c)
+    assert conflicts == {"humor": 1, "concise": 1}  # p3: z (humor) against x, which humor chose too
+    # Only the principles asked for.
+    couples, _ = cross_pairs(mix.train, ["concise", "harmless"])
+    assert couples == []  # p2: both chose s2; p1 and p3 have no harmless pair
+
+
+def test_opposite_pairs_exact():
+    src = source(opposites={"concise": "detailed"})
+    mix = mixture(src)
+    assert triples(opposite_pairs(mix.train, [src])) == [
+        ("p1", "detailed", "long", "short"), ("p2", "detailed", "l2", "s2"), ("p3", "detailed", "w", "x")]
+    assert {p.source for p in opposite_pairs(mix.train, [src])} == {"jsonl:d.jsonl (opposite)"}
+
+
+def test_add_contrastive_counts_and_dedup():
+    src = source(opposites={"concise": "detailed"})
+    # Crossing detailed with humor: a derived pair that repeats one already there is dropped and counted.
+    mix = add_contrastive(mixture(src), config(src, cross_principle_pairs=["detailed", "humor"]))
+    derived = [p for p in mix.train if p.source != SRC]
+    assert triples(derived) == [
+        ("p1", "detailed", "long", "short"), ("p2", "detailed", "l2", "s2"), ("p3", "detailed", "w", "x"),
+        ("p1", "detailed", "long", "joke"),  # its partner (humor: joke over long) is p1's own humor pair
+        ("p2", "detailed", "l2", "j2"),
+        ("p3", "humor", "x", "w"),  # its partner (detailed: w over x) is p3's opposite pair
+        ("p3", "humor", "z", "w"), ("p3", "detailed", "w", "z"),
+    ]
+    assert mix.counts["cross-principle"]["humor"] == {"duplicate": 2, "pairs": 2, "train": 2}
+    assert mix.counts["cross-principle"]["detailed"] == {"duplicate": 1, "pairs": 3, "train": 3}
+    assert mix.counts["jsonl:d.jsonl (opposite)"]["detailed"] == {"pairs": 3, "train": 3}
+    assert mix.counts[SRC]["concise"] == {"pairs": 3, "train": 3}  # the source's own counts are untouched
+    assert kind_counts(mix) == "pair kinds: source 8 + 0 held out, opposite 3 + 0 held out, cross 5 + 0 held out"
+
+
+def test_derived_pairs_stay_on_their_prompts_side():
+    rows = [{**r, "prompt": f"{r['prompt']}-{i}"} for i in range(6) for r in ROWS]
+    src = source(opposites={"concise": "detailed"})
+    base = mixture(src, rows, eval_size=0.3)
+    mix = add_contrastive(base, config(src, cross_principle_pairs=True))
+    train, held = {p.prompt_key() for p in mix.train}, {p.prompt_key() for p in mix.eval}
+    assert base.eval and not train & held
+    assert train == {p.prompt_key() for p in base.train} and held == {p.prompt_key() for p in base.eval}
+    assert any(pair_kind(p.source) == "cross" for p in mix.eval)
+    assert any(pair_kind(p.source) == "opposite" for p in mix.eval)
+    # true crosses the sources' own principles, not the opposite detailed
+    assert "detailed" not in mix.counts["cross-principle"] and "concise" in mix.counts["cross-principle"]
+    c = mix.counts["cross-principle"]["humor"]
+    assert c["train"] + c["eval"] == c["pairs"] == sum(1 for p in mix.train + mix.eval
+                                                      if p.source == "cross-principle" and p.principle == "humor")
+    assert base.train == mix.train[:len(base.train)]  # the source's own pairs are untouched
+
+
+def test_cross_limit_samples_couples_in_training_only():
+    rows = [{**r, "prompt": f"q{i}"} for i in range(5) for r in ROWS[:2]]  # five prompts like p1
+    src = source()
+    mix = add_contrastive(mixture(src, rows), config(src, cross_principle_pairs=True, cross_principle_limit=2))
+    cross = [p for p in mix.train if p.source == "cross-principle"]
+    assert len(cross) == 4 and len({p.prompt for p in cross}) == 2  # two whole couples
+    assert mix.counts["cross-principle"]["concise"] == {"pairs": 2, "train": 2, "over_limit": 3}
+
+
+def test_nothing_asked_nothing_added():
+    src = source()
+    mix = mixture(src)
+    assert add_contrastive(mix, config(src)) is mix
+
+
+def test_pair_kind():
+    assert pair_kind("cross-principle") == "cross"
+    assert pair_kind("jsonl:d.jsonl (opposite)") == "opposite"
+    assert pair_kind("hh_rlhf:x.jsonl.gz") == "source"
+
+
+def test_kind_metrics_worked_example():
+    """Each kind pools its "source / principle" entries weighted by n: cross = (0.5 * 4 + 1.0 * 4) / 8 = 0.75,
+    margin (-1 * 4 + 1 * 4) / 8 = 0."""
+    summary = {"sources": {
+        "jsonl:a / humor": {"accuracy": 1.0, "margin": 2.0, "n": 2},
+        "cross-principle / humor": {"accuracy": 0.5, "margin": -1.0, "n": 4},
+        "cross-principle / concise": {"accuracy": 1.0, "margin": 1.0, "n": 4},
+        "jsonl:a (opposite) / detailed": {"accuracy": 0.0, "margin": -1.0, "n": 1},
+    }}
+    kinds = kind_metrics(summary)
+    assert kinds["cross"] == {"accuracy": 0.75, "margin": 0.0, "n": 8, "principles": {
+        "concise": {"accuracy": 1.0, "margin": 1.0, "n": 4}, "humor": {"accuracy": 0.5, "margin": -1.0, "n": 4}}}
+    assert kinds["source"]["accuracy"] == 1.0 and kinds["opposite"]["n"] == 1
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"cross_principle_pairs": ["humor"]}, "cross_principle_pairs must be true, false or a list of two or more"),
+    ({"cross_principle_pairs": "yes"}, "got 'yes'"),
+    ({"cross_principle_limit": 0}, "cross_principle_limit must be None or a whole number >= 1, got 0"),
+    ({"kind": "reward-model", "cross_principle_pairs": True}, "apply to kind persrm, not 'reward-model'"),
+])
+def test_config_errors_name_the_value(kw, message):
+    with pytest.raises(PadError, match=message.replace("(", r"\(")):
+        config(source(), **kw)
+
+
+@pytest.mark.parametrize(("opposites", "message"), [
+    ({"concise": "concise"}, "the opposite of 'concise' must be another principle's name, got 'concise'"),
+    ({"brief": "detailed"}, "opposites names 'brief', which is not one of its principles"),
+    ({"concise": "humor"}, "opposite 'humor' of 'concise' is already one of its principles"),
+    ({"concise": "x", "humor": "x"}, "two principles have the same opposite"),
+    (["detailed"], "opposites must be a mapping"),
+])
+def test_opposites_errors_name_the_value(opposites, message):
+    with pytest.raises(PadError, match=message):
+        SourceConfig(kind="jsonl", path="d.jsonl", principles={"concise": "concise", "humor": "humor"},
+                     opposites=opposites)
+
+
+def test_derived_source_names_are_reserved():
+    with pytest.raises(PadError, match="source name 'cross-principle' is kept for derived pairs"):
+        TrainConfig(sources=[{"kind": "jsonl", "path": "d.jsonl", "name": "cross-principle"}])
