@@ -114,7 +114,7 @@ def merge(
     dtype: Annotated[str, typer.Option(help="Saved dtype: fp32, bf16, fp16, or auto (bf16 on GPU, fp32 on CPU).")] = "fp32",
     base: Annotated[str | None, typer.Option(help="Base model, when the adapter does not record one.")] = None,
     device: Annotated[str, typer.Option(help="Where to merge and check: cpu, cuda, auto.")] = "cpu",
-    tolerance: Annotated[float | None, typer.Option(help="Largest accepted logit difference (default: 1e-5 of the largest |logit| in fp32; see pad/merge.py for half precision).")] = None,
+    tolerance: Annotated[float | None, typer.Option(help="Largest accepted logit difference (default: 1e-5 of the largest |logit| in fp32, 16 steps of the dtype's resolution in bf16/fp16). The merged weights are checked against W + scale * B @ A either way.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
 ):
     """Fold a LoRA adapter into a standalone checkpoint and verify it."""
@@ -123,7 +123,8 @@ def merge(
     r = merge_adapter(adapter, out, dtype=dtype, base=base, overwrite=overwrite, tolerance=tolerance, device=device)
     typer.echo(f"merged {adapter} into {r.base} -> {r.out} ({r.dtype})")
     typer.echo(f"largest logit difference on {r.probes} probe prompts: {r.max_diff:.3g} (tolerance {r.tolerance:.3g}; "
-               f"the adapter itself moves logits by up to {r.adapter_effect:.3g})")
+               f"the adapter itself moves logits by up to {r.adapter_effect:.3g}); merged weights of "
+               f"{r.weights_checked} LoRA layers equal W + scale * B @ A")
 
 
 @app.command("eval")

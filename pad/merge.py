@@ -34,13 +34,16 @@ PROBES = (
     "Tell me a joke about cats.",
     "Explain gravity to a child in one sentence.",
 )
-# Default largest logit difference, relative to the largest |logit| on the probes (at least 1):
-# merging changes the order of float operations, so fp32 agrees to rounding noise.
-RELATIVE_TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 4e-3}
-# Half precision also rounds the merged weights (bf16 keeps 8 bits of mantissa, fp16 11), which can
-# move the logits of a small, peaked model by several percent. There a merge also passes when it is
-# much closer to the adapter model than the base model is: a wrong scale or a lost module is not.
-HALF_PRECISION_SHARE_OF_ADAPTER_EFFECT = 0.5
+# Default largest logit difference, relative to the largest |logit| on the probes (at least 1), from the
+# dtype's resolution alone. fp32 agrees to rounding noise (merging only reorders float operations); half
+# precision rounds every merged weight once more, which moved a small, peaked test model's logits by about
+# 8 steps of bf16's resolution (5.9%): 16 steps leave room. This check catches what is saved wrongly
+# (config, tied or missing tensors); a wrong scale that is small against the logits is the weight check's.
+RELATIVE_TOLERANCE = {"float32": 1e-5, "bfloat16": 16 * 2.0**-7, "float16": 16 * 2.0**-10}
+# Rows of each LoRA layer's weight checked against W + scale * B @ A (computed in fp32): a sample, so the
+# check holds a few MiB per layer instead of a second copy of the model; any wrong scale or lost layer
+# moves every row.
+CHECKED_ROWS = 32
 
 
 @dataclass
@@ -52,6 +55,7 @@ class MergeResult:
     tolerance: float
     probes: int
     adapter_effect: float  # largest |logit difference| between the adapter model and its base
+    weights_checked: int = 0  # LoRA layers whose merged weights were checked against W + scale * B @ A
 
 
 def _check_out(adapter: Path, out: Path, overwrite: bool) -> None:
@@ -116,6 +120,73 @@ def _max_diff(a: list, b: list) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
 
 
+@dataclass
+class ExpectedRows:
+    """What a correct merge puts in sampled rows of one LoRA layer's weight, in fp32."""
+
+    rows: object  # (R,) row indices
+    merged: object  # (R, in) W + scale * B @ A
+    bound: object  # (R, in) rounding allowance of a merge in the model's dtype, per element
+
+
+def expected_merge(model, rows: int = CHECKED_ROWS) -> dict[str, ExpectedRows]:
+    """{merged parameter name: ExpectedRows} of every plain LoRA linear layer of the PeftModel `model`.
+
+    Computed by hand in fp32 from the adapter's own A, B and scale, not by PEFT's merge, so a merge that
+    scales or drops an update is caught. The allowance is the merge's own rounding in the weights' dtype:
+    one rounding of the update and one of the sum (plus the product's accumulation), each at most one step
+    of the dtype's resolution (eps) of what is rounded. Layers of other kinds (DoRA, embeddings) are left to
+    the logits check.
+    """
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    out: dict[str, ExpectedRows] = {}
+    prefix = "base_model.model."
+    for name, layer in model.named_modules():
+        if not isinstance(layer, LoraLayer) or not isinstance(getattr(layer, "lora_A", None), torch.nn.ModuleDict):
+            continue
+        weight = layer.get_base_layer().weight
+        if weight.dim() != 2 or any(a in getattr(layer, "lora_variant", {}) for a in layer.active_adapters):
+            continue
+        eps = torch.finfo(weight.dtype).eps
+        with torch.no_grad():
+            picked = torch.linspace(0, weight.shape[0] - 1, min(rows, weight.shape[0])).round().long().unique()
+            w = weight.detach().float().cpu()
+            delta = torch.zeros_like(w)
+            size = torch.zeros_like(w)  # sum of |products|: bounds the accumulation's rounding too
+            for adapter in layer.active_adapters:
+                if adapter not in layer.lora_A:
+                    continue
+                a = layer.lora_A[adapter].weight.detach().float().cpu()  # (r, in)
+                b = layer.lora_B[adapter].weight.detach().float().cpu()  # (out, r)
+                scale = float(layer.scaling[adapter])
+                d, m = (b @ a) * scale, (b.abs() @ a.abs()) * abs(scale)
+                if layer.fan_in_fan_out:  # GPT-2's Conv1D stores the weight as (in, out)
+                    d, m = d.T, m.T
+                delta += d
+                size += m
+            merged = (w + delta)[picked]
+            bound = eps * (merged.abs() + 2 * size[picked]) + torch.finfo(weight.dtype).tiny
+        out[name.removeprefix(prefix) + ".weight"] = ExpectedRows(picked, merged, bound)
+    return out
+
+
+def check_merged_weights(model, expected: dict[str, ExpectedRows]) -> None:
+    """Refuse a merged model whose LoRA layers are not W + scale * B @ A to within the merge's rounding."""
+    params = dict(model.named_parameters())
+    for name, exp in expected.items():
+        if name not in params:
+            raise PadError(f"the merged model has no weight {name}, which the adapter updates")
+        got = params[name].detach()[exp.rows.to(params[name].device)].float().cpu()
+        excess = ((got - exp.merged).abs() - exp.bound).max().item()
+        if excess > 0:
+            err = (got - exp.merged).abs().max().item()
+            raise PadError(f"the merged weight {name} differs from W + scale * B @ A by {err:.3g}, beyond the "
+                           f"{str(params[name].dtype).removeprefix('torch.')} merge's rounding; a wrong scale "
+                           "or a lost update")
+
+
 def merge_adapter(
     adapter: str | Path,
     out: str | Path,
@@ -129,8 +200,8 @@ def merge_adapter(
 
     base: the base model when the adapter records none (or to override the record).
     tolerance: largest accepted absolute logit difference; default RELATIVE_TOLERANCE[dtype] times the
-        largest |logit| on the probes (at least 1), and in half precision also half the adapter's
-        own effect on the logits.
+        largest |logit| on the probes (at least 1). Either way, each LoRA layer's merged weights must be
+        W + scale * B @ A (computed in fp32) to within the merge's rounding in `dtype`.
     """
     adapter, out = Path(adapter), Path(out)
     if not is_adapter(adapter):
@@ -152,8 +223,7 @@ def merge_adapter(
     if tolerance is None:
         scale = max(1.0, max(e.abs().max().item() for e in expected))
         tolerance = RELATIVE_TOLERANCE[dtype_name] * scale
-        if dtype_name != "float32":
-            tolerance = max(tolerance, HALF_PRECISION_SHARE_OF_ADAPTER_EFFECT * effect)
+    expected_rows = expected_merge(model)
 
     # Written and verified beside `out` (same file system, so the final move is a rename); a failure at
     # any point removes it, and what we created above it, and leaves `out` untouched.
@@ -170,11 +240,15 @@ def merge_adapter(
         del model, merged
 
         reloaded = load_causal_lm(tmp, device=device, dtype=torch_dtype)
+        kept = f"{out} is left as it was" if out.exists() else f"nothing was written to {out}"
+        try:
+            check_merged_weights(reloaded, expected_rows)  # what was saved, read back
+        except PadError as e:
+            raise PadError(f"{e}; {kept}") from None
         got = probe_logits(reloaded, tokenizer, texts)
         del reloaded
         max_diff = _max_diff(expected, got)
         if not max_diff <= tolerance:
-            kept = f"{out} is left as it was" if out.exists() else f"nothing was written to {out}"
             raise PadError(f"the merged model differs from the adapter by {max_diff:.3g} in logits "
                            f"(tolerance {tolerance:g}); {kept}")
         _move_into_place(tmp, out)
@@ -183,4 +257,4 @@ def merge_adapter(
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-    return MergeResult(out, base, dtype_name, max_diff, float(tolerance), len(texts), effect)
+    return MergeResult(out, base, dtype_name, max_diff, float(tolerance), len(texts), effect, len(expected_rows))
