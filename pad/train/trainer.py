@@ -304,8 +304,43 @@ def _local_or_id(spec: str) -> str:
     return str(p.resolve()) if p.exists() else spec
 
 
+# transformers' report_to names -> (modules any one of which it accepts, what to install). A missing one
+# otherwise fails only once the data is built and the model loaded, in a long traceback.
+REPORTERS = {
+    "tensorboard": (("tensorboard", "tensorboardX"), "'pad-align[tensorboard]'"),
+    "wandb": (("wandb",), "wandb"),
+    "mlflow": (("mlflow",), "mlflow"),
+    "comet_ml": (("comet_ml",), "comet_ml"),
+    "clearml": (("clearml",), "clearml"),
+    "dvclive": (("dvclive",), "dvclive"),
+    "neptune": (("neptune",), "neptune"),
+    "codecarbon": (("codecarbon",), "codecarbon"),
+    "swanlab": (("swanlab",), "swanlab"),
+    "trackio": (("trackio",), "trackio"),
+}
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def check_reporting(report_to: list[str] | str) -> None:
+    """Refuse, before any work, an experiment tracker whose package is not installed (one line: what to install)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to)
+    for name in names:
+        if name in REPORTERS and not any(_importable(m) for m in REPORTERS[name][0]):
+            raise PadError(f"report_to: {name} needs the {REPORTERS[name][0][0]} package, which is not installed: "
+                           f"pip install {REPORTERS[name][1]} (or set report_to: none)")
+
+
 def train(cfg: TrainConfig, echo: Echo | None = None) -> TrainResult:
     """Train a PersRM as `cfg` says; returns where it went and its held-out metrics."""
+    check_reporting(cfg.report_to)
     try:
         if cfg.kind == "reward-model":
             from pad.train.reward import train_reward_model
