@@ -21,7 +21,7 @@ from pad.errors import PadError
 from pad.models import PAD_CONFIG, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from pad.principles import chat_text, to_messages
 from pad.train.config import TrainConfig
-from pad.train.pairs import Pair, build_mixture
+from pad.train.pairs import Pair
 
 
 def reward_text(tokenizer, pair_prompt, principle: str | None, template: str) -> str:
@@ -122,7 +122,7 @@ def train_reward_model(cfg: TrainConfig, echo) -> Any:
         _check_output_dir,
         _local_or_id,
         _mixture_report,
-        fit_mixture,
+        build_training_mixture,
         use_pad_progress,
     )
 
@@ -130,13 +130,8 @@ def train_reward_model(cfg: TrainConfig, echo) -> Any:
         raise PadError("no data: the recipe lists no sources")
     resume_from = _check_output_dir(cfg)
     t0 = time.perf_counter()
-    mix = build_mixture(cfg.sources, cfg.eval_size, cfg.seed)
-    if not mix.train:
-        raise PadError("no training pairs")
     tokenizer = load_tokenizer(cfg.base_model)
-    mix = fit_mixture(mix, tokenizer, cfg.template, cfg.prompt_budget)  # long conversations lose early turns
-    if not mix.train:
-        raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
+    mix = build_training_mixture(cfg, tokenizer)  # long conversations lose early turns
     reads = len(mix.principles) > 1
     datasets.disable_progress_bars()
     device = "cuda" if torch.cuda.is_available() else resolve_device("auto")

@@ -8,7 +8,6 @@ per principle, and writes to `cfg.output_dir` the adapter, the tokenizer and a `
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ Echo = Callable[[str], None]
 @dataclass
 class TrainResult:
     output_dir: Path
-    eval: dict[str, Any]  # {"accuracy", "margin", "loss", "n", "principles": {name: {accuracy, margin, n}}}
+    eval: dict[str, Any]  # {"accuracy", "margin", "sigmoid_loss", "n", "principles": {name: {accuracy, margin, n}}}
     steps: int
     seconds: float
     model: Any = None  # the trained PeftModel (base + LoRA), in this process
@@ -66,22 +65,6 @@ def fit_pair(tokenizer, pair: Pair, template: str, budget: int) -> Pair | None:
         rest = rest[2:] if rest[1]["role"] == "assistant" else rest[1:]  # one exchange less
         pair = Pair(tuple(system + rest), pair.chosen, pair.rejected, pair.principle, pair.source)
     return pair
-
-
-def fit_mixture(mix: Mixture, tokenizer, template: str, budget: int) -> Mixture:
-    """Fit every prompt into the token budget; counts `trimmed` and `too_long` per source and principle."""
-    out = Mixture([], [], copy.deepcopy(mix.counts))
-    for part, kept, name in ((mix.train, out.train, "train"), (mix.eval, out.eval, "eval")):
-        for pair in part:
-            fitted = fit_pair(tokenizer, pair, template, budget)
-            if fitted is None:
-                out.count(pair, "too_long")
-                out.count(pair, name, -1)
-                continue
-            if fitted is not pair:
-                out.count(pair, "trimmed")
-            kept.append(fitted)
-    return out
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -142,8 +125,10 @@ def _trainer_class():
             per = {name: stats([k for k in groups if k[0] == name]) for name in sorted({k[0] for k in groups})}
             per_source = {f"{source} / {principle}": stats([(principle, source)]) for principle, source in groups}
             m = torch.cat([by_group[k] for k in groups])
+            # Named for what it is: DPO's sigmoid loss of the margins against the base, whatever loss_type
+            # trained (ipo, sigmoid + sft, ...) and whatever reference that training used.
             return {"accuracy": (m > 0).float().mean().item(), "margin": m.mean().item(),
-                    "loss": -F.logsigmoid(m).mean().item(), "n": int(m.numel()), "principles": per,
+                    "sigmoid_loss": -F.logsigmoid(m).mean().item(), "n": int(m.numel()), "principles": per,
                     "sources": per_source}
 
         def _margins(self, model, batch):
@@ -358,11 +343,8 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
     resume_from = _check_output_dir(cfg)
     t0 = time.perf_counter()
 
-    mix = build_mixture(cfg.sources, cfg.eval_size, cfg.seed)
     tokenizer = load_tokenizer(cfg.base_model)
-    mix = fit_mixture(mix, tokenizer, cfg.template, cfg.prompt_budget)
-    if not mix.train:
-        raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
+    mix = build_training_mixture(cfg, tokenizer)
 
     import datasets
     import torch
@@ -452,12 +434,24 @@ def end_processes(wait: bool = True) -> None:
         dist.destroy_process_group()
 
 
+def build_training_mixture(cfg: TrainConfig, tokenizer) -> Mixture:
+    """The recipe's pairs, each prompt fitted into the token budget before the held-out split."""
+    import os
+
+    mix = build_mixture(cfg.sources, cfg.eval_size, cfg.seed, progress=int(os.environ.get("RANK", "0")) == 0,
+                        fit=lambda pair: fit_pair(tokenizer, pair, cfg.template, cfg.prompt_budget))
+    if not mix.train:
+        raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
+    return mix
+
+
 def _mixture_report(mix: Mixture) -> str:
     lines = [f"data: {len(mix.train)} training pairs, {len(mix.eval)} held out "
              f"(by prompt), principles {', '.join(mix.principles)}"]
     for source, per in mix.counts.items():
         for principle, c in per.items():
             lines.append(f"  {source} / {principle}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    lines += [f"warning: {note}" for note in mix.notes]
     return "\n".join(lines)
 
 
