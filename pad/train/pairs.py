@@ -156,9 +156,11 @@ def load_rows(src: SourceConfig):
 
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         datasets.config.HF_HUB_OFFLINE = True
+    suffix = Path(p.name.lower().removesuffix(".gz")).suffix
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its load errors become one line of ours, below
     try:
         if p.is_file():
-            suffix = Path(p.name.lower().removesuffix(".gz")).suffix
             if suffix not in _FILE_TYPES:
                 raise PadError(f"{src.path}: unknown file type {suffix!r}; use .jsonl, .json, .parquet or .csv")
             ds = datasets.load_dataset(_FILE_TYPES[suffix], data_files=str(p), split="train")
@@ -169,11 +171,40 @@ def load_rows(src: SourceConfig):
     except PadError:
         raise
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
+        bad_line = _bad_json_line(p) if p.is_file() and _FILE_TYPES.get(suffix) == "json" else None
+        if bad_line:
+            raise PadError(f"source {src.label}: {bad_line}") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PadError(f"source {src.label}: cannot load {src.path!r}: {first}") from None
+    finally:
+        datasets.logging.set_verbosity(level)
     if len(ds) == 0:
         raise PadError(f"source {src.label}: {src.path} has no rows")
     return ds
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """'file:line: not valid JSON (...)' for a JSON or JSON Lines file datasets could not read (it says only
+    that generating the dataset failed); None when the text parses and the fault is elsewhere."""
+    import gzip
+
+    from pad.files import json_lines, load_json
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    try:
+        if text.lstrip().startswith("["):  # one JSON list
+            load_json(path, text)
+        else:
+            for _ in json_lines(path, text):
+                pass
+    except PadError as e:
+        return str(e)
+    return None
 
 
 def check_columns(src: SourceConfig, columns: Sequence[str]) -> None:
@@ -303,8 +334,10 @@ def build_hh_rlhf(src: SourceConfig, rows: Iterable[dict]) -> Iterator[Built]:
         for principle, label in src.principles.items():
             if empty:
                 yield principle, "empty"
-            elif c is None or r is None or c[0] != r[0]:
-                yield principle, "malformed"
+            elif c is None or r is None:
+                yield principle, "not_a_transcript"
+            elif c[0] != r[0]:
+                yield principle, "prompts_differ"
             else:
                 chosen, rejected = _ordered(c[1], r[1], True, label)
                 yield principle, _pair_or_skip(c[0], chosen, rejected, principle, src.label)
@@ -359,6 +392,12 @@ BUILDERS = {
 # -- the mixture ---------------------------------------------------------------------------------
 
 
+# Why a row gives no pair, for the skips a user can act on (said when a source gives none).
+SKIP_HELP = {
+    "not_a_transcript": "hh_rlhf reads chosen and rejected as whole transcripts '\\n\\nHuman: ...\\n\\nAssistant: "
+                        "...' ending with an Assistant reply (rows of prompt, chosen, rejected, principle are kind: jsonl)",
+    "prompts_differ": "hh_rlhf's chosen and rejected transcripts must share every turn but the last Assistant reply",
+}
 # Fewer held-out pairs of one principle than this, and its held-out accuracy is a coarse estimate: say so.
 MIN_HELD_OUT = 10
 
@@ -461,7 +500,9 @@ def source_pairs(src: SourceConfig, data, seen: set[tuple], fit: Fit | None = No
         for c in per.values():
             reasons.update(c)
         why = ", ".join(f"{v} {k}" for k, v in reasons.most_common()) or "no rows"
-        raise PadError(f"source {src.label}: {src.path} gives no preference pairs ({why})")
+        help_ = next((SKIP_HELP[k] for k, _ in reasons.most_common() if k in SKIP_HELP), None)
+        raise PadError(f"source {src.label}: {src.path} gives no preference pairs ({why})"
+                       + (f"; {help_}" if help_ else ""))
     return kept, per
 
 

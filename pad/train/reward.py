@@ -97,13 +97,16 @@ def pairwise_accuracy(model, tokenizer, pairs: list[Pair], rows: list[dict], bat
 
 
 def _reward_config(RewardConfig, cfg: TrainConfig, dtype, torch):
+    from pad.train.trainer import checkpointing_arg
+
     return RewardConfig(
         output_dir=cfg.output_dir, max_length=cfg.max_length, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        **checkpointing_arg(RewardConfig, cfg.gradient_checkpointing),
         bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, seed=cfg.seed, data_seed=cfg.seed,
         eval_strategy="no", save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps, report_to=cfg.report_to,

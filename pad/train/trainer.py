@@ -112,8 +112,10 @@ def _trainer_class():
                 for group in groups:
                     subset = dataset.select([i for i, k in enumerate(keys) if k == group], keep_in_memory=True)
                     margins = []
-                    for batch in self.get_eval_dataloader(subset):
-                        margins.append(self.accelerator.gather_for_metrics(self._margins(model, batch)).float().cpu())
+                    for i, batch in enumerate(self.get_eval_dataloader(subset)):
+                        key = (getattr(dataset, "_fingerprint", id(dataset)), group, i)
+                        m = self._margins(model, batch, key)
+                        margins.append(self.accelerator.gather_for_metrics(m).float().cpu())
                     by_group[group] = torch.cat(margins)  # (n,) beta * (policy - reference log-ratio)
             finally:
                 self.model.train(was_training)
@@ -131,21 +133,39 @@ def _trainer_class():
                     "sigmoid_loss": -F.logsigmoid(m).mean().item(), "n": int(m.numel()), "principles": per,
                     "sources": per_source}
 
-        def _margins(self, model, batch):
-            """beta * (policy - base log-ratio) of each pair in the batch: (B,)."""
-            keys = ("input_ids", "attention_mask")
+        def _margins(self, model, batch, key=None):
+            """beta * (policy - base log-ratio) of each pair in the batch: (B,).
+
+            The base's log-probs never change (its weights are frozen), so each held-out batch's are computed
+            at the first evaluation and reused by every later one (under `key`): a periodic evaluation costs
+            one forward per pair, not two.
+            """
+            chosen, rejected = self._completion_logps(model, batch)
+            cache = self.__dict__.setdefault("_base_logps", {})
+            if key is None or key not in cache:
+                with model.disable_adapter():  # the base model, whichever adapters the PeftModel holds ("ref" too)
+                    base = self._completion_logps(model, batch)
+                if key is None:
+                    return self.beta * ((chosen - base[0]) - (rejected - base[1]))
+                cache[key] = base
+            ref_chosen, ref_rejected = cache[key]
+            return self.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+
+        def _completion_logps(self, model, batch):
+            """Log-probs of the chosen and rejected completions, summed over their tokens: (B,), (B,)."""
             labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
             seq_len = batch["completion_mask"].size(1) - 1
+            with self.accelerator.autocast():
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                            fused_lm_head=True, use_cache=False)
+            return out.log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
 
-            def completion_logps():  # summed over the completion tokens: (B,) chosen, (B,) rejected
-                with self.accelerator.autocast():
-                    out = model(**{k: batch[k] for k in keys}, labels=labels, fused_lm_head=True, use_cache=False)
-                return out.log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
-
-            chosen, rejected = completion_logps()
-            with model.disable_adapter():  # the base model, whichever adapters the PeftModel holds ("ref" too)
-                ref_chosen, ref_rejected = completion_logps()
-            return self.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+        def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+            # pad's held-out evaluation measures against the base itself (above) and never reads TRL's
+            # reference log-probs of an evaluation set: computing them would be work for nothing.
+            if name != "train":
+                return dataset
+            return super()._precompute_ref_logps(dataset, name, batch_size)
 
     return PersRMTrainer
 
@@ -207,7 +227,7 @@ def _check_output_dir(cfg: TrainConfig) -> str | bool:
     return False
 
 
-def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
+def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool, n_train: int = 0):
     import dataclasses
 
     import torch
@@ -224,7 +244,6 @@ def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
         "loss_type": cfg.loss_types,
         "loss_weights": cfg.loss_weights,
         "max_length": cfg.max_length,
-        "precompute_ref_log_probs": cfg.precompute_ref_log_probs,
         "learning_rate": cfg.learning_rate,
         "lr_scheduler_type": cfg.lr_scheduler_type,
         "warmup_steps": cfg.warmup_ratio,  # a float below 1 is a share of the steps
@@ -235,7 +254,7 @@ def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
         "per_device_train_batch_size": cfg.per_device_train_batch_size,
         "per_device_eval_batch_size": cfg.per_device_eval_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "gradient_checkpointing": cfg.gradient_checkpointing,
+        **checkpointing_arg(DPOConfig, cfg.gradient_checkpointing),
         "bf16": dtype == torch.bfloat16,
         "fp16": dtype == torch.float16,
         "seed": cfg.seed,
@@ -254,9 +273,31 @@ def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
     }
     kwargs.update(cfg.dpo_args)
     try:
-        return DPOConfig(**kwargs)
+        args = DPOConfig(**kwargs)
     except (ValueError, TypeError) as e:
         raise PadError(f"training settings rejected by trl: {str(e).splitlines()[0]}") from None
+    args.precompute_ref_log_probs = cfg.precompute_ref_log_probs and precompute_saves_work(cfg, n_train, args)
+    return args
+
+
+def precompute_saves_work(cfg: TrainConfig, n_train: int, args) -> bool:
+    """Whether precomputing the reference log-probs saves compute: only when the run reads a training pair more
+    than once. Live, each step's reference forward costs what precomputing that pair once does, and the
+    precompute pass runs over every pair before step 1 even when the run stops after a few steps."""
+    if cfg.eval_only:
+        return False
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    reads = cfg.max_steps * per_step if cfg.max_steps > 0 else cfg.num_train_epochs * n_train
+    return reads > n_train
+
+
+def checkpointing_arg(config_cls, on: bool) -> dict[str, bool]:
+    """Activation checkpointing under the name the installed transformers knows: 5.x renamed
+    gradient_checkpointing to activation_checkpointing and warns on the old name even when it is False."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
 
 
 def _pair_datasets(mix: Mixture, tokenizer, cfg: TrainConfig, args):
@@ -354,7 +395,7 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
 
     device = "cuda" if torch.cuda.is_available() else resolve_device("auto")
     dtype = resolve_dtype(cfg.dtype, device)
-    args = _dpo_config(cfg, dtype, bool(mix.eval))  # before the model: ZeRO-3 must see it at load time
+    args = _dpo_config(cfg, dtype, bool(mix.eval), len(mix.train))  # before the model: ZeRO-3 must see it at load time
     main = args.process_index == 0
     if main:
         echo(_mixture_report(mix))
@@ -387,6 +428,11 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
         echo(f"training {cfg.base_model} on {device} ({str(dtype).removeprefix('torch.')}), "
              f"{args.world_size} process(es): LoRA r={cfg.lora_r} on {cfg.lora_target_modules}, "
              f"{trainable:,} of {total:,} parameters trainable")
+        if cfg.precompute_ref_log_probs and not cfg.eval_only:
+            echo("reference log-probs: " + ("precomputed once (the run reads each pair more than once)"
+                                            if args.precompute_ref_log_probs else
+                                            "computed in each step (the run reads each pair at most once, so "
+                                            "precomputing would save nothing)"))
     if not cfg.eval_only:
         trainer.train(resume_from_checkpoint=resume_from or None)
 
