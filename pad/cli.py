@@ -127,7 +127,7 @@ def train(
     quiet_training_libraries()
 
     cfg = load_train_config(config, parse_overrides(ctx.args))
-    from pad.train.trainer import train as run_training
+    from pad.train.run import train as run_training
 
     result = run_training(cfg, echo=typer.echo)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -36,7 +36,7 @@ def precomputed(monkeypatch):
     ({"max_steps": -1, "num_train_epochs": 2.0}, ["train"]),  # each pair read twice: once saves a forward
 ])
 def test_precompute_only_where_it_saves_work(tmp_path, tiny_llama, opposite_jsonl, precomputed, settings, expected):
-    from pad.train.trainer import train
+    from pad.train.run import train
 
     data = opposite_jsonl(tmp_path / "d.jsonl", 16)  # 32 pairs: 24 trained on, 8 held out
     cfg = tiny_config(tmp_path, tiny_llama, data, precompute_ref_log_probs=True, eval_steps=0, **settings)
@@ -52,6 +52,7 @@ def test_held_out_evaluation_runs_the_base_once(tmp_path, tiny_llama, opposite_j
     from peft import PeftModel
 
     import pad.train.trainer as trainer_module
+    from pad.train.run import train
 
     base_passes: list[int] = []
     seen: dict = {}
@@ -83,7 +84,7 @@ def test_held_out_evaluation_runs_the_base_once(tmp_path, tiny_llama, opposite_j
     monkeypatch.setattr(trainer_module, "_trainer_class", recording_class)
     data = opposite_jsonl(tmp_path / "d.jsonl", 16)
     cfg = tiny_config(tmp_path, tiny_llama, data, max_steps=3, eval_steps=1, precompute_ref_log_probs=False)
-    trainer_module.train(cfg, echo=lambda _: None)
+    train(cfg, echo=lambda _: None)
     assert sorted(seen["metrics"]) == [1, 2, 3]  # three evaluations of the 8 held-out pairs...
     assert len(base_passes) == 2  # ...one base batch per principle, computed at the first only
     # and what the later ones reused is right: the step-3 margins equal a fresh computation against the base
