@@ -10,9 +10,11 @@ merge leaves `out` as it was (absent, or the checkpoint `--overwrite` would have
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +189,68 @@ def check_merged_weights(model, expected: dict[str, ExpectedRows]) -> None:
                            "or a lost update")
 
 
+@dataclass
+class Reference:
+    """What a correct merge must reproduce, taken from the adapter model before merging."""
+
+    texts: list[str]  # the probe texts
+    logits: list  # [(T_i, V)] the adapter model's logits on them, fp32
+    effect: float  # largest |logit difference| between the adapter model and its base
+    rows: dict[str, ExpectedRows]  # sampled rows of each LoRA layer's W + scale * B @ A
+
+
+def reference(model, tokenizer, record: dict) -> Reference:
+    texts = probe_texts(tokenizer, record)
+    logits = probe_logits(model, tokenizer, texts)
+    with model.disable_adapter():
+        plain = probe_logits(model, tokenizer, texts)
+    return Reference(texts, logits, _max_diff(logits, plain), expected_merge(model))
+
+
+def default_tolerance(logits: list, dtype_name: str) -> float:
+    """RELATIVE_TOLERANCE of the dtype times the largest |logit| on the probes (at least 1)."""
+    return RELATIVE_TOLERANCE[dtype_name] * max(1.0, max(e.abs().max().item() for e in logits))
+
+
+def write_merged(model, tokenizer, folder: Path, settings: dict) -> None:
+    """Merge the LoRA into `model`'s weights (in place) and save the checkpoint, tokenizer and pad_config.json."""
+    model.merge_and_unload().save_pretrained(folder)  # safetensors by default
+    tokenizer.save_pretrained(folder)
+    (folder / PAD_CONFIG).write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+
+
+def verify_merged(folder: Path, tokenizer, ref: Reference, tolerance: float, device: str, dtype, kept: str) -> float:
+    """Reload the saved checkpoint and check its weights and logits against `ref`; the largest logit difference."""
+    reloaded = load_causal_lm(folder, device=device, dtype=dtype)
+    try:
+        check_merged_weights(reloaded, ref.rows)  # what was saved, read back
+    except PadError as e:
+        raise PadError(f"{e}; {kept}") from None
+    max_diff = _max_diff(ref.logits, probe_logits(reloaded, tokenizer, ref.texts))
+    if not max_diff <= tolerance:
+        raise PadError(f"the merged model differs from the adapter by {max_diff:.3g} in logits "
+                       f"(tolerance {tolerance:g}); {kept}")
+    return max_diff
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out` (same file system, so the final move is a rename), moved into place when
+    the block succeeds; a failure at any point removes it, and what was created above it, and leaves `out`
+    untouched."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    created = _missing_ancestor(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed run with the same pid
+    try:
+        yield tmp
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
 def merge_adapter(
     adapter: str | Path,
     out: str | Path,
@@ -215,46 +279,13 @@ def merge_adapter(
 
     tokenizer = load_tokenizer(adapter)
     model = load_causal_lm(adapter, device=device, dtype=torch_dtype, base=base)
-    texts = probe_texts(tokenizer, record)
-    expected = probe_logits(model, tokenizer, texts)
-    with model.disable_adapter():
-        plain = probe_logits(model, tokenizer, texts)
-    effect = _max_diff(expected, plain)
-    if tolerance is None:
-        scale = max(1.0, max(e.abs().max().item() for e in expected))
-        tolerance = RELATIVE_TOLERANCE[dtype_name] * scale
-    expected_rows = expected_merge(model)
-
-    # Written and verified beside `out` (same file system, so the final move is a rename); a failure at
-    # any point removes it, and what we created above it, and leaves `out` untouched.
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    created = _missing_ancestor(tmp)
-    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed run with the same pid
-    try:
-        merged = model.merge_and_unload()
-        merged.save_pretrained(tmp)  # safetensors by default
-        tokenizer.save_pretrained(tmp)
-        settings = {**record, "kind": "persrm-merged", "base_model": base, "merged_from": str(adapter.resolve()),
-                    "dtype": dtype_name}
-        (tmp / PAD_CONFIG).write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
-        del model, merged
-
-        reloaded = load_causal_lm(tmp, device=device, dtype=torch_dtype)
-        kept = f"{out} is left as it was" if out.exists() else f"nothing was written to {out}"
-        try:
-            check_merged_weights(reloaded, expected_rows)  # what was saved, read back
-        except PadError as e:
-            raise PadError(f"{e}; {kept}") from None
-        got = probe_logits(reloaded, tokenizer, texts)
-        del reloaded
-        max_diff = _max_diff(expected, got)
-        if not max_diff <= tolerance:
-            raise PadError(f"the merged model differs from the adapter by {max_diff:.3g} in logits "
-                           f"(tolerance {tolerance:g}); {kept}")
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
-    return MergeResult(out, base, dtype_name, max_diff, float(tolerance), len(texts), effect, len(expected_rows))
+    ref = reference(model, tokenizer, record)
+    tolerance = default_tolerance(ref.logits, dtype_name) if tolerance is None else tolerance
+    settings = {**record, "kind": "persrm-merged", "base_model": base, "merged_from": str(adapter.resolve()),
+                "dtype": dtype_name}
+    kept = f"{out} is left as it was" if out.exists() else f"nothing was written to {out}"
+    with staged(out) as tmp:
+        write_merged(model, tokenizer, tmp, settings)
+        del model  # one copy of the weights at a time: the reloaded one comes next
+        max_diff = verify_merged(tmp, tokenizer, ref, tolerance, device, torch_dtype, kept)
+    return MergeResult(out, base, dtype_name, max_diff, float(tolerance), len(ref.texts), ref.effect, len(ref.rows))
