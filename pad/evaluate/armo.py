@@ -105,12 +105,19 @@ class ArmoRewardModel(LlamaPreTrainedModel):
         raise PadError(f"ArmoRM: a text holds no assistant turn (token pattern {self.reply_start}) for its gating")
 
 
+def modeling_file(config) -> str | None:
+    """The file name of the checkpoint's own model code (`auto_map`), e.g. modeling_custom.py."""
+    module = ((getattr(config, "auto_map", None) or {}).get("AutoModelForSequenceClassification") or "").split(".")[0]
+    return f"{module}.py" if module else None
+
+
 def reply_start_pattern(folder: Path | None, config, tokenizer) -> list[int]:
     """The token pattern the checkpoint's gating reads at: a list literal `token_pattern = [...]` in its own
-    modeling file when there is one, else Llama 3's end-of-turn and assistant-header tokens."""
-    module = ((getattr(config, "auto_map", None) or {}).get("AutoModelForSequenceClassification") or "").split(".")[0]
-    if folder is not None and module and (folder / f"{module}.py").is_file():
-        for node in ast.parse((folder / f"{module}.py").read_text()).body:
+    modeling file when there is one (read as text, never run), else Llama 3's end-of-turn and assistant-header
+    tokens."""
+    name = modeling_file(config)
+    if folder is not None and name and (folder / name).is_file():
+        for node in ast.parse((folder / name).read_text()).body:
             if (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "token_pattern" for t in node.targets)
                     and isinstance(node.value, ast.List)):
                 return [int(ast.literal_eval(e)) for e in node.value.elts]
@@ -129,11 +136,15 @@ def load_armorm(spec: str, tokenizer, device: str = "cpu", dtype=None) -> ArmoRe
         model = ArmoRewardModel.from_pretrained(src.location, dtype=dtype or torch.float32,
                                                 local_files_only=local_only, **src.kwargs())
         folder = Path(src.location)
-        if not folder.is_dir():  # a hub id: its files sit in the hub cache
+        name = modeling_file(model.config)
+        if not folder.is_dir() and name:  # a hub id: fetch its model code's file (to read, not to run)
             from transformers.utils import cached_file
 
-            config_file = cached_file(src.location, "config.json", local_files_only=local_only, **src.kwargs())
-            folder = Path(config_file).parent if config_file else None
+            try:
+                found = cached_file(src.location, name, local_files_only=local_only, **src.kwargs())
+            except OSError:
+                found = None  # then Llama 3's chat tokens, which are what the real file names
+            folder = Path(found).parent if found else None
         model.reply_start = reply_start_pattern(folder, model.config, tokenizer)
         return model
 

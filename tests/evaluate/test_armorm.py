@@ -77,3 +77,23 @@ def test_armorm_without_an_assistant_turn_is_one_line(tiny_armorm):
     model = load_armorm(str(tiny_armorm), load_tokenizer(str(tiny_armorm)))
     with pytest.raises(PadError, match="holds no assistant turn"):
         model(input_ids=torch.tensor([[5, 6, 7, 8]]))
+
+
+def test_gating_pattern_from_the_model_file_else_llama3_tokens(tiny_armorm, tiny_tokenizer):
+    from types import SimpleNamespace
+
+    from pad.errors import PadError
+    from pad.evaluate.armo import reply_start_pattern
+    from pad.evaluate.scorers import load_model_config
+    from pad.testing import build_tokenizer
+
+    config = load_model_config(str(tiny_armorm))
+    expected = tiny_tokenizer(f"{tiny_tokenizer.eos_token}\n<|im_start|>assistant\n", add_special_tokens=False)
+    assert reply_start_pattern(tiny_armorm, config, tiny_tokenizer) == expected["input_ids"]  # its token_pattern
+    no_code = SimpleNamespace(auto_map=None)
+    llama3 = build_tokenizer()
+    llama3.add_special_tokens({"additional_special_tokens": ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]})
+    ids = reply_start_pattern(None, no_code, llama3)
+    assert ids[:2] == llama3.convert_tokens_to_ids(["<|eot_id|>", "<|start_header_id|>"])
+    with pytest.raises(PadError, match="cannot tell where the gating reads"):
+        reply_start_pattern(None, no_code, tiny_tokenizer)
