@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -135,10 +136,10 @@ def expected_merge(model, rows: int = CHECKED_ROWS) -> dict[str, ExpectedRows]:
     """{merged parameter name: ExpectedRows} of every plain LoRA linear layer of the PeftModel `model`.
 
     Computed by hand in fp32 from the adapter's own A, B and scale, not by PEFT's merge, so a merge that
-    scales or drops an update is caught. The allowance is the merge's own rounding in the weights' dtype:
-    one rounding of the update and one of the sum (plus the product's accumulation), each at most one step
-    of the dtype's resolution (eps) of what is rounded. Layers of other kinds (DoRA, embeddings) are left to
-    the logits check.
+    scales or drops an update is caught. The allowance is the merge's own rounding in the weights' dtype,
+    each rounding at most one step of the dtype's resolution (eps) of what it rounds: the sum W + update
+    once, the update (the scale, the product and its accumulation) 2 + log2(rank) times, bounded by the sum
+    of the products' sizes. Layers of other kinds (DoRA, embeddings) are left to the logits check.
     """
     import torch
     from peft.tuners.lora import LoraLayer
@@ -156,20 +157,23 @@ def expected_merge(model, rows: int = CHECKED_ROWS) -> dict[str, ExpectedRows]:
             picked = torch.linspace(0, weight.shape[0] - 1, min(rows, weight.shape[0])).round().long().unique()
             w = weight.detach().float().cpu()
             delta = torch.zeros_like(w)
-            size = torch.zeros_like(w)  # sum of |products|: bounds the accumulation's rounding too
+            size = torch.zeros_like(w)  # sum of |products| times the roundings it may go through
             for adapter in layer.active_adapters:
                 if adapter not in layer.lora_A:
                     continue
                 a = layer.lora_A[adapter].weight.detach().float().cpu()  # (r, in)
                 b = layer.lora_B[adapter].weight.detach().float().cpu()  # (out, r)
                 scale = float(layer.scaling[adapter])
-                d, m = (b @ a) * scale, (b.abs() @ a.abs()) * abs(scale)
+                # The allowance for the update's own rounding grows with log2(rank): a GPU may sum the rank's
+                # products in halves at the weights' precision.
+                steps = 2 + math.ceil(math.log2(max(a.shape[0], 1)))
+                d, m = (b @ a) * scale, (b.abs() @ a.abs()) * (abs(scale) * steps)
                 if layer.fan_in_fan_out:  # GPT-2's Conv1D stores the weight as (in, out)
                     d, m = d.T, m.T
                 delta += d
                 size += m
             merged = (w + delta)[picked]
-            bound = eps * (merged.abs() + 2 * size[picked]) + torch.finfo(weight.dtype).tiny
+            bound = eps * (merged.abs() + size[picked]) + torch.finfo(weight.dtype).tiny
         out[name.removeprefix(prefix) + ".weight"] = ExpectedRows(picked, merged, bound)
     return out
 
