@@ -39,6 +39,20 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def quiet_training_libraries() -> None:
+    """quiet_libraries, and for training and merging also datasets' per-split bars and the libraries'
+    deprecation notes (FutureWarning): advice to library developers, not to someone running pad."""
+    import warnings
+
+    quiet_libraries()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
 def friendly_errors(fn):
     """Turn the library's user errors into one line on stderr and exit code 2, no traceback."""
 
@@ -73,7 +87,28 @@ def _options(
     pass
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_fields_help() -> str:
+    """Every TrainConfig field with its default and the first sentence of its documentation, one a line,
+    read from pad/train/config.py's source (no import: `pad --help` stays instant)."""
+    import ast
+
+    source = (Path(__file__).parent / "train" / "config.py").read_text()
+    cls = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
+    lines = ["Fields (--name value, or in the recipe name: value):"]
+    for node, doc in zip(cls.body, [*cls.body[1:], None]):
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
+            continue
+        text = doc.value.value if isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) else ""
+        first = " ".join(str(text).split()).split(". ")[0].rstrip(".")
+        default = ast.unparse(node.value) if node.value is not None else "required"
+        if default.startswith("field("):
+            default = "[]" if "list" in default else "{}"
+        lines.append(f"--{node.target.id} ({default}): {first}")
+    return "\n\n".join(lines)  # typer's rich help keeps a line break only between paragraphs
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             epilog=train_fields_help())
 @friendly_errors
 def train(
     ctx: typer.Context,
@@ -81,7 +116,7 @@ def train(
 ):
     """Train a principle-conditioned PersRM with DPO + LoRA.
 
-    Every TrainConfig field can follow and overrides the recipe, e.g.
+    Every TrainConfig field (listed below) can follow and overrides the recipe, e.g.
     `pad train --config recipes/smollm2-135m/train/config_hh_harmless_cpu.yaml --max_steps 20 --output_dir runs/x`.
     Runs unchanged under `accelerate launch`.
     """
@@ -89,8 +124,10 @@ def train(
 
     from pad.train.config import load_train_config, parse_overrides
 
+    quiet_training_libraries()
+
     cfg = load_train_config(config, parse_overrides(ctx.args))
-    from pad.train.trainer import train as run_training
+    from pad.train.run import train as run_training
 
     result = run_training(cfg, echo=typer.echo)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -119,16 +156,19 @@ def merge(
     dtype: Annotated[str, typer.Option(help="Saved dtype: fp32, bf16, fp16, or auto (bf16 on GPU, fp32 on CPU).")] = "fp32",
     base: Annotated[str | None, typer.Option(help="Base model, when the adapter does not record one.")] = None,
     device: Annotated[str, typer.Option(help="Where to merge and check: cpu, cuda, auto.")] = "cpu",
-    tolerance: Annotated[float | None, typer.Option(help="Largest accepted logit difference (default: 1e-5 of the largest |logit| in fp32; see pad/merge.py for half precision).")] = None,
+    tolerance: Annotated[float | None, typer.Option(help="Largest accepted logit difference (default: 1e-5 of the largest |logit| in fp32, 16 steps of the dtype's resolution in bf16/fp16). The merged weights are checked against W + scale * B @ A either way.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
 ):
     """Fold a LoRA adapter into a standalone checkpoint and verify it."""
     from pad.merge import merge_adapter
 
+    quiet_training_libraries()
+
     r = merge_adapter(adapter, out, dtype=dtype, base=base, overwrite=overwrite, tolerance=tolerance, device=device)
     typer.echo(f"merged {adapter} into {r.base} -> {r.out} ({r.dtype})")
     typer.echo(f"largest logit difference on {r.probes} probe prompts: {r.max_diff:.3g} (tolerance {r.tolerance:.3g}; "
-               f"the adapter itself moves logits by up to {r.adapter_effect:.3g})")
+               f"the adapter itself moves logits by up to {r.adapter_effect:.3g}); merged weights of "
+               f"{r.weights_checked} LoRA layers equal W + scale * B @ A")
 
 
 @app.command("eval")

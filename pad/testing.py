@@ -242,6 +242,111 @@ def save_tiny_armo(folder: str | os.PathLike, seed: int = 0, tokenizer=None, hid
     return folder
 
 
+# ArmoRM's own architecture as a remote-code checkpoint, shrunk: the file imports what the real
+# `modeling_custom.py` imports, LLAMA_INPUTS_DOCSTRING included, which transformers 5 removed, so on
+# transformers 5 it does not load; pad computes the architecture itself (pad/evaluate/armo.py). Written
+# for pad's tests from the architecture's description, runnable wherever that one name exists.
+ARMORM_CODE = '''
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import LlamaModel, LlamaPreTrainedModel
+from transformers.models.llama.modeling_llama import LLAMA_INPUTS_DOCSTRING
+from transformers.utils import ModelOutput, add_start_docstrings_to_model_forward
+
+token_pattern = TOKEN_PATTERN
+
+
+@dataclass
+class RewardOutput(ModelOutput):
+    rewards: torch.FloatTensor = None
+    score: torch.FloatTensor = None
+
+
+class GatingNetwork(nn.Module):
+    def __init__(self, size, objectives, temperature, hidden, n_hidden):
+        super().__init__()
+        self.temperature = temperature
+        self.logit_scale = nn.Parameter(torch.ones(1))
+        sizes = [size] + [hidden] * n_hidden + [objectives]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i + 1 < len(self.layers):
+                x = torch.relu(x)
+        return torch.softmax(x / self.temperature, dim=1) * self.logit_scale[0]
+
+
+def last_pattern_start(ids):
+    for j in range(len(ids) - len(token_pattern), -1, -1):
+        if ids[j:j + len(token_pattern)] == token_pattern:
+            return j
+    raise ValueError("no assistant turn")
+
+
+class LlamaForRewardModelWithGating(LlamaPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        n = config.num_objectives
+        self.model = LlamaModel(config)
+        self.regression_layer = nn.Linear(config.hidden_size, n, bias=False)
+        self.post_init()
+        self.reward_transform_matrix = nn.Parameter(torch.eye(n), requires_grad=False)
+        self.gating = GatingNetwork(config.hidden_size, n, config.gating_temperature, config.gating_hidden_dim,
+                                    config.gating_n_hidden)
+
+    @add_start_docstrings_to_model_forward(LLAMA_INPUTS_DOCSTRING)
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        states = self.model(input_ids, attention_mask=attention_mask)[0]
+        batch = torch.arange(input_ids.shape[0])
+        ends = (torch.eq(input_ids, self.config.pad_token_id).int().argmax(-1) - 1) % input_ids.shape[-1]
+        rewards = self.regression_layer(states[batch, ends])
+        gate = self.gating(states[batch, [last_pattern_start(row.tolist()) for row in input_ids]])
+        score = torch.sum(gate * (rewards @ self.reward_transform_matrix), dim=1)
+        return RewardOutput(rewards=rewards, score=score)
+'''
+
+
+def save_tiny_armorm(folder: str | os.PathLike, seed: int = 0, tokenizer=None, hidden: int = 32) -> Path:
+    """A tiny checkpoint of ArmoRM's architecture with its remote-code file (ARMORM_CODE): `config.json` with
+    `architectures` and `auto_map` as the real repository has them, `modeling_armorm.py`, random weights (a
+    non-identity reward transform and gate scale too, so every part of the score is exercised)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig
+
+    from pad.evaluate.armo import ARCHITECTURE, ArmoRewardModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tokenizer or build_tokenizer()
+    pattern = tokenizer(f"{tokenizer.eos_token}\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    (folder / "modeling_armorm.py").write_text(ARMORM_CODE.lstrip().replace("TOKEN_PATTERN", repr(pattern)))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         initializer_range=0.2, tie_word_embeddings=False)
+    config.num_objectives, config.gating_temperature, config.gating_hidden_dim, config.gating_n_hidden = 19, 2, 24, 2
+    torch.manual_seed(seed)
+    model = ArmoRewardModel(config).eval()
+    with torch.no_grad():
+        model.reward_transform_matrix.copy_(torch.eye(19) + 0.1 * torch.randn(19, 19))
+        model.gating.logit_scale.fill_(1.5)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    cfg = config.to_dict()
+    cfg["architectures"] = [ARCHITECTURE]
+    cfg["auto_map"] = {"AutoModelForSequenceClassification": f"modeling_armorm.{ARCHITECTURE}"}
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 # ---------------------------------------------------------------------------------------------------
 # a real model of another family, for slow tests and benchmarks only
 

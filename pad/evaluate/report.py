@@ -60,59 +60,83 @@ def score_runs(runs: Sequence[Run], dimensions: Sequence[Dimension], cache_dir: 
     `batch_tokens` padded tokens. Under several processes (`world`) each scores its share of the batches
     into its own part of the cache, and every process then reads all of them.
     """
-    from tqdm.auto import tqdm
-
     world = world or World()
     parallel = world.size > 1
     if parallel and cache_dir is None:
         raise PadError(f"{world.size} processes share their scores through the cache: drop --no-cache")
     out = {r.name: Scores() for r in runs}
-    scorers: list[Scorer] = []
-    for d in dimensions:
-        if d.scorer not in scorers:
-            scorers.append(d.scorer)
-    for scorer in scorers:
-        dims = [d for d in dimensions if d.scorer is scorer]
-        todo = [(run, row) for run in runs for row in run.rows if not row.decode_skipped]
+    todo = [(run, row) for run in runs for row in run.rows if not row.decode_skipped]
+    for scorer in dict.fromkeys(d.scorer for d in dimensions):  # each model once, in the order first asked
         items = scorer.prepare([row for _, row in todo])
         cache = ScoreCache(cache_dir, scorer.identity, scorer.label, part=world.rank if parallel else None)
         keys = [cache.key(it.text) for it in items]
-        pending: dict[str, int] = {}
-        for i, (key, it) in enumerate(zip(keys, items)):
-            if cache.get(key) is None and key not in pending:
-                if it.skip is not None:
-                    if world.main:
-                        cache.put({key: it.skip})
-                else:
-                    pending[key] = i
-        if pending:
-            order = list(pending.values())
-            bar = tqdm(total=len(order), desc=f"scoring {scorer.label}", unit="text",
-                       disable=not (progress and world.main), leave=False)  # fmt: skip
-            for idx, vectors in scorer.score([items[i] for i in order], batch_size, batch_tokens,
-                                             world if parallel else None):
-                cache.put({keys[order[j]]: v for j, v in zip(idx, vectors)})
-                bar.update(len(idx) * world.size)  # the others score as much meanwhile
-            bar.close()
+        pending = _uncached(items, keys, cache, world)
+        _score_into(cache, scorer, items, keys, pending, batch_size, batch_tokens, world, progress)
         if parallel:
-            world.barrier()  # every share is in its part of the cache
-            cache = ScoreCache(cache_dir, scorer.identity, scorer.label)
-            world.barrier()  # all have read the parts
-            if world.main:
-                cache.fold()
-        for (run, row), key in zip(todo, keys):
-            got = cache.get(key)
-            for d in dims:
-                if isinstance(got, str):
-                    out[run.name].skipped.setdefault(d.name, {})[row.id] = got
-                else:
-                    out[run.name].values.setdefault(d.name, {})[row.id] = got[d.index]
+            cache = _gathered_cache(cache_dir, scorer, world)
+        _read_scores(out, todo, keys, cache, [d for d in dimensions if d.scorer is scorer])
+    _mark_decoder_skips(out, runs, dimensions)
+    return out
+
+
+def _uncached(items: list, keys: list[str], cache: ScoreCache, world: World) -> list[int]:
+    """Indices of the texts to score: each uncached text once. A text the scorer cannot read is cached with
+    its reason (by the first process only) instead."""
+    pending: dict[str, int] = {}
+    for i, (key, it) in enumerate(zip(keys, items)):
+        if cache.get(key) is None and key not in pending:
+            if it.skip is not None:
+                if world.main:
+                    cache.put({key: it.skip})
+            else:
+                pending[key] = i
+    return list(pending.values())
+
+
+def _score_into(cache: ScoreCache, scorer: Scorer, items: list, keys: list[str], order: list[int], batch_size: int,
+                batch_tokens: int | None, world: World, progress: bool) -> None:
+    """Score the texts at `order` in batches (this process's share of them) and cache each vector."""
+    if not order:
+        return
+    from tqdm.auto import tqdm
+
+    parallel = world.size > 1
+    bar = tqdm(total=len(order), desc=f"scoring {scorer.label}", unit="text",
+               disable=not (progress and world.main), leave=False)  # fmt: skip
+    for idx, vectors in scorer.score([items[i] for i in order], batch_size, batch_tokens, world if parallel else None):
+        cache.put({keys[order[j]]: v for j, v in zip(idx, vectors)})
+        bar.update(len(idx) * world.size)  # the others score as much meanwhile
+    bar.close()
+
+
+def _gathered_cache(cache_dir: str | Path, scorer: Scorer, world: World) -> ScoreCache:
+    """Every process's part of the cache, read by all; the first then folds the parts into one."""
+    world.barrier()  # every share is in its part of the cache
+    cache = ScoreCache(cache_dir, scorer.identity, scorer.label)
+    world.barrier()  # all have read the parts
+    if world.main:
+        cache.fold()
+    return cache
+
+
+def _read_scores(out: dict[str, Scores], todo: list, keys: list[str], cache: ScoreCache,
+                 dims: Sequence[Dimension]) -> None:
+    """Each row's value per dimension, or the reason it has none, from the cache."""
+    for (run, row), key in zip(todo, keys):
+        got = cache.get(key)
+        for d in dims:
+            if isinstance(got, str):
+                out[run.name].skipped.setdefault(d.name, {})[row.id] = got
+            else:
+                out[run.name].values.setdefault(d.name, {})[row.id] = got[d.index]
+
+
+def _mark_decoder_skips(out: dict[str, Scores], runs: Sequence[Run], dimensions: Sequence[Dimension]) -> None:
     for run in runs:
         for row in run.rows:
             if row.decode_skipped:
                 for d in dimensions:
                     out[run.name].skipped.setdefault(d.name, {})[row.id] = "skipped by the decoder"
-    return out
 
 
 def summarize_runs(runs: Sequence[Run], dimensions: Sequence[Dimension], scores: dict[str, Scores],

@@ -4,9 +4,10 @@ Three kinds, one interface (`prepare` rows into token ids, then `score` them in 
 
 - `SequenceScorer` kind "classifier": a sequence classifier; the output vector is its logits (one
   value for the Ray2333 reward models, one per label for the humor classifier).
-- `SequenceScorer` kind "armo": ArmoRM-style remote-code models whose output has `rewards` (B, 19)
-  and `score` (B, 1); the output vector is the 19 objectives then the gated score, so several
-  objectives come from one forward pass.
+- `SequenceScorer` kind "armo": ArmoRM-style models whose output has `rewards` (B, 19) and `score`;
+  the output vector is the 19 objectives then the gated score, so several objectives come from one
+  forward pass. ArmoRM itself is computed by pad (pad/evaluate/armo.py; its remote code imports names
+  transformers 5 removed); other ArmoRM-like checkpoints run their own remote code.
 - `PersRMScorer`: the PersRM's implicit DPO reward of a response under a principle,
   beta * sum_t [log pi_PersRM(y_t | principle prompt, y_<t) - log pi_ref(y_t | prompt, y_<t)].
 
@@ -158,7 +159,7 @@ def fuse_gelu_new(model) -> None:
 def is_causal_model(model) -> bool:
     """A transformers decoder-only model: every attention layer is causal (GPT-2, Llama; not BERT)."""
     flags = [m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)]
-    return bool(flags) and all(flags) and type(model).__module__.startswith("transformers.")
+    return bool(flags) and all(flags) and type(model).__module__.startswith(("transformers.", "pad.evaluate.armo"))
 
 
 def _max_positions(config) -> int | None:
@@ -358,7 +359,13 @@ class SequenceScorer(Scorer):
 
     def load(self):
         if self.model is None:
-            self.model = load_sequence_classifier(self.model_spec, self.device, self.dtype, self.trust_remote_code)
+            from pad.evaluate.armo import is_armorm, load_armorm
+
+            if self.kind == "armo" and is_armorm(self.config):  # pad's own ArmoRM: its remote code no longer loads
+                self.model = load_armorm(self.model_spec, self.tokenizer, self.device, self.dtype)
+            else:
+                self.model = load_sequence_classifier(self.model_spec, self.device, self.dtype,
+                                                      self.trust_remote_code)
             fuse_gelu_new(self.model)
             self.causal = is_causal_model(self.model)
             # The model finds each text's last token by looking for padding, so it must know our pad id;
@@ -590,6 +597,10 @@ def build_dimensions(specs: Sequence[str], device: str = "cpu", dtype=None, trus
         config = load_model_config(model, trust_remote_code)
         kind = "armo" if getattr(config, "num_objectives", None) else "classifier"
         custom = bool((getattr(config, "auto_map", None) or {}).get("AutoModelForSequenceClassification"))
+        if custom and kind == "armo":
+            from pad.evaluate.armo import is_armorm
+
+            custom = not is_armorm(config)  # pad computes ArmoRM itself and never runs its code
         if custom and not trust_remote_code:
             raise ScorerError(f"scorer {model!r} ships its own model code; pass --trust-remote-code to run it")
         text_fmt = fmt

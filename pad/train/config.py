@@ -73,7 +73,9 @@ class TrainConfig:
     loss_weights: list[float] | None = None
     """Weight of each loss in a loss_type list (default: 1 each)."""
     precompute_ref_log_probs: bool = True
-    """Compute the reference log-probs once before training instead of in every step."""
+    """Compute the reference log-probs once before training instead of in every step, where that saves work:
+    only when the run reads a training pair more than once (more than one epoch). Held-out pairs never are:
+    the held-out evaluation reuses the base's log-probs it computed the first time."""
     # -- optimisation
     learning_rate: float = 5e-5
     """Peak learning rate."""

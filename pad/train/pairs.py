@@ -23,7 +23,7 @@ import os
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,9 +179,11 @@ def load_rows(src: SourceConfig):
 
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         datasets.config.HF_HUB_OFFLINE = True
+    suffix = Path(p.name.lower().removesuffix(".gz")).suffix
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its load errors become one line of ours, below
     try:
         if p.is_file():
-            suffix = Path(p.name.lower().removesuffix(".gz")).suffix
             if suffix not in _FILE_TYPES:
                 raise PadError(f"{src.path}: unknown file type {suffix!r}; use .jsonl, .json, .parquet or .csv")
             ds = datasets.load_dataset(_FILE_TYPES[suffix], data_files=str(p), split="train")
@@ -192,11 +194,40 @@ def load_rows(src: SourceConfig):
     except PadError:
         raise
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
+        bad_line = _bad_json_line(p) if p.is_file() and _FILE_TYPES.get(suffix) == "json" else None
+        if bad_line:
+            raise PadError(f"source {src.label}: {bad_line}") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PadError(f"source {src.label}: cannot load {src.path!r}: {first}") from None
+    finally:
+        datasets.logging.set_verbosity(level)
     if len(ds) == 0:
         raise PadError(f"source {src.label}: {src.path} has no rows")
     return ds
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """'file:line: not valid JSON (...)' for a JSON or JSON Lines file datasets could not read (it says only
+    that generating the dataset failed); None when the text parses and the fault is elsewhere."""
+    import gzip
+
+    from pad.files import json_lines, load_json
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    try:
+        if text.lstrip().startswith("["):  # one JSON list
+            load_json(path, text)
+        else:
+            for _ in json_lines(path, text):
+                pass
+    except PadError as e:
+        return str(e)
+    return None
 
 
 def check_columns(src: SourceConfig, columns: Sequence[str]) -> None:
@@ -326,8 +357,10 @@ def build_hh_rlhf(src: SourceConfig, rows: Iterable[dict]) -> Iterator[Built]:
         for principle, label in src.principles.items():
             if empty:
                 yield principle, "empty"
-            elif c is None or r is None or c[0] != r[0]:
-                yield principle, "malformed"
+            elif c is None or r is None:
+                yield principle, "not_a_transcript"
+            elif c[0] != r[0]:
+                yield principle, "prompts_differ"
             else:
                 chosen, rejected = _ordered(c[1], r[1], True, label)
                 yield principle, _pair_or_skip(c[0], chosen, rejected, principle, src.label)
@@ -382,6 +415,18 @@ BUILDERS = {
 # -- the mixture ---------------------------------------------------------------------------------
 
 
+# Why a row gives no pair, for the skips a user can act on (said when a source gives none).
+SKIP_HELP = {
+    "not_a_transcript": "hh_rlhf reads chosen and rejected as whole transcripts '\\n\\nHuman: ...\\n\\nAssistant: "
+                        "...' ending with an Assistant reply (rows of prompt, chosen, rejected, principle are kind: jsonl)",
+    "prompts_differ": "hh_rlhf's chosen and rejected transcripts must share every turn but the last Assistant reply",
+}
+# Fewer held-out pairs of one principle than this, and its held-out accuracy is a coarse estimate: say so.
+MIN_HELD_OUT = 10
+
+Fit = Callable[[Pair], "Pair | None"]  # a pair's prompt fitted into a token budget; None: it cannot fit
+
+
 @dataclass
 class Mixture:
     """Pairs of every source, and what became of each row, per source and principle."""
@@ -389,6 +434,7 @@ class Mixture:
     train: list[Pair]
     eval: list[Pair]
     counts: dict[str, dict[str, dict[str, int]]]  # source -> principle -> {pairs, tie, empty, train, eval, ...}
+    notes: list[str] = field(default_factory=list)  # warnings for the user, with numbers
 
     @property
     def principles(self) -> list[str]:
@@ -411,50 +457,85 @@ def build_pairs(src: SourceConfig, rows: Iterable[dict]) -> tuple[list[Pair], di
 
 
 def build_mixture(sources: Sequence[SourceConfig], eval_size: float = 0.1, seed: int = 42,
-                  rows: Sequence[Iterable[dict]] | None = None) -> Mixture:
-    """Every source's pairs, deduplicated, limited, then split into train and eval by prompt.
+                  rows: Sequence[Iterable[dict]] | None = None, fit: Fit | None = None,
+                  progress: bool = False) -> Mixture:
+    """Every source's pairs, deduplicated, limited and fitted, then split into train and eval by prompt.
 
     rows: each source's rows (lists of dicts), for tests; by default each source loads with `datasets`.
+    fit: fits a pair's prompt into the token budget (None: it cannot fit, counted `too_long`). It runs before
+        the split, so the held-out set is the size asked for and no held-out pair is dropped afterwards.
+    progress: a bar per source while its pairs are fitted (the slow part of a large mixture).
     """
     seen: set[tuple] = set()
     kept: list[Pair] = []
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for n, src in enumerate(sources):
         data = rows[n] if rows is not None else load_rows(src)
-        if hasattr(data, "column_names"):
-            columns = data.column_names
-        else:
-            data = list(data)
-            columns = list(dict.fromkeys(k for row in data for k in row))
-        if not columns:
-            raise PadError(f"source {src.label}: {src.path} has no rows")
-        check_columns(src, columns)
-        pairs, skipped = build_pairs(src, data)
-        per: dict[str, dict[str, int]] = {p: dict(c) for p, c in skipped.items()}
-        taken = 0
-        for pair in pairs:
-            c = per.setdefault(pair.principle, {})
-            key = (pair.principle, pair.prompt_key(), pair.chosen, pair.rejected)
-            if key in seen:
-                c["duplicate"] = c.get("duplicate", 0) + 1
-            elif src.limit is not None and taken >= src.limit:
-                c["over_limit"] = c.get("over_limit", 0) + 1
-            else:
-                seen.add(key)
-                taken += 1
-                c["pairs"] = c.get("pairs", 0) + 1
-                kept.append(pair)
-        if taken == 0:
-            reasons = Counter()
-            for c in per.values():
-                reasons.update(c)
-            why = ", ".join(f"{v} {k}" for k, v in reasons.most_common()) or "no rows"
-            raise PadError(f"source {src.label}: {src.path} gives no preference pairs ({why})")
+        pairs, per = source_pairs(src, data, seen, fit, progress)
         if src.label in counts:
             raise PadError(f"two sources are named {src.label!r}; give one a distinct `name`")
         counts[src.label] = per
+        kept += pairs
+    return split_mixture(kept, sources, counts, eval_size, seed)
+
+
+def source_pairs(src: SourceConfig, data, seen: set[tuple], fit: Fit | None = None,
+                 progress: bool = False) -> tuple[list[Pair], dict[str, dict[str, int]]]:
+    """One source's kept pairs (new to `seen`, within its limit, fitted) and its counts per principle."""
+    from tqdm.auto import tqdm
+
+    if hasattr(data, "column_names"):
+        columns = data.column_names
+    else:
+        data = list(data)
+        columns = list(dict.fromkeys(k for row in data for k in row))
+    if not columns:
+        raise PadError(f"source {src.label}: {src.path} has no rows")
+    check_columns(src, columns)
+    pairs, skipped = build_pairs(src, data)
+    per: dict[str, dict[str, int]] = {p: dict(c) for p, c in skipped.items()}
+    kept: list[Pair] = []
+
+    def add(c: dict[str, int], key: str) -> None:
+        c[key] = c.get(key, 0) + 1
+
+    for pair in tqdm(pairs, desc=f"pairs of {src.label}", unit="pair", disable=not progress, leave=False,
+                     mininterval=1.0):
+        c = per.setdefault(pair.principle, {})
+        key = (pair.principle, pair.prompt_key(), pair.chosen, pair.rejected)
+        if key in seen:
+            add(c, "duplicate")
+            continue
+        if src.limit is not None and len(kept) >= src.limit:
+            add(c, "over_limit")
+            continue
+        seen.add(key)
+        fitted = pair if fit is None else fit(pair)
+        if fitted is None:
+            add(c, "too_long")
+            continue
+        if fitted is not pair:
+            add(c, "trimmed")
+        add(c, "pairs")
+        kept.append(fitted)
+    if not kept:
+        reasons = Counter()
+        for c in per.values():
+            reasons.update(c)
+        why = ", ".join(f"{v} {k}" for k, v in reasons.most_common()) or "no rows"
+        help_ = next((SKIP_HELP[k] for k, _ in reasons.most_common() if k in SKIP_HELP), None)
+        raise PadError(f"source {src.label}: {src.path} gives no preference pairs ({why})"
+                       + (f"; {help_}" if help_ else ""))
+    return kept, per
+
+
+def split_mixture(kept: list[Pair], sources: Sequence[SourceConfig], counts: dict, eval_size: float,
+                  seed: int) -> Mixture:
+    """Hold out by prompt (sources with moves_split: false follow their prompts), apply train_limit, drop the
+    split_only sources, and count each pair's side."""
     followers = {s.label for s in sources if not s.moves_split}
-    train, held = split_by_prompt([p for p in kept if p.source not in followers], eval_size, seed)
+    movers = [p for p in kept if p.source not in followers]
+    train, held = split_by_prompt(movers, eval_size, seed)
     if followers:
         held_keys = {p.prompt_key() for p in held}
         for pair in (p for p in kept if p.source in followers):
@@ -467,7 +548,25 @@ def build_mixture(sources: Sequence[SourceConfig], eval_size: float = 0.1, seed:
             mix.count(pair, f"split_only_{name}" if pair.source in shaping else name)
     if not mix.train and not mix.eval:
         raise PadError("every source is split_only: nothing is left to train on")
+    mix.notes = split_notes(mix, eval_size, len(movers))
     return mix
+
+
+def split_notes(mix: Mixture, eval_size: float, n_pairs: int) -> list[str]:
+    """Warnings, with numbers, about a held-out set too small to mean much or a training set it starved."""
+    notes = []
+    if eval_size >= 1 and len(mix.eval) < eval_size:
+        notes.append(f"eval_size {eval_size:g} asked, {len(mix.eval)} pairs held out of {n_pairs} (whole prompts; "
+                     "training keeps at least one)")
+    if mix.eval and len(mix.train) < len(mix.eval):
+        notes.append(f"only {len(mix.train)} pairs left to train on against {len(mix.eval)} held out; "
+                     "lower eval_size")
+    for principle in sorted({p.principle for p in mix.eval}):
+        n = sum(p.principle == principle for p in mix.eval)
+        if n < MIN_HELD_OUT:
+            notes.append(f"only {n} held-out {principle} pair{'s' if n > 1 else ''}: its held-out accuracy moves "
+                         f"in steps of {1 / n:.2g}")
+    return notes
 
 
 def limit_training(train: list[Pair], sources: Sequence[SourceConfig], seed: int) -> list[Pair]:
@@ -492,6 +591,9 @@ def split_by_prompt(pairs: Sequence[Pair], eval_size: float, seed: int) -> tuple
     """
     if eval_size <= 0:
         return list(pairs), []
+    if eval_size >= 1 and eval_size >= len(pairs):
+        raise PadError(f"eval_size {eval_size:g} asks to hold out as many pairs as there are ({len(pairs)}, after "
+                       f"skipping and fitting); give a number below {len(pairs)} or a fraction below 1")
     target = eval_size * len(pairs) if eval_size < 1 else eval_size
     groups: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(pairs):

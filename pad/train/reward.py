@@ -18,10 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from pad.errors import PadError
-from pad.models import PAD_CONFIG, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+from pad.models import load_causal_lm, load_tokenizer
 from pad.principles import chat_text, to_messages
+from pad.train.common import (
+    Echo,
+    TrainResult,
+    build_training_mixture,
+    check_output_dir,
+    checkpointing_arg,
+    device_and_dtype,
+    mixture_report,
+    use_pad_progress,
+    write_record,
+)
 from pad.train.config import TrainConfig
-from pad.train.pairs import Pair, build_mixture
+from pad.train.pairs import Pair
 
 
 def reward_text(tokenizer, pair_prompt, principle: str | None, template: str) -> str:
@@ -96,68 +107,41 @@ def pairwise_accuracy(model, tokenizer, pairs: list[Pair], rows: list[dict], bat
             "sources": {k: stats(v) for k, v in sorted(groups.items())}}
 
 
-def _reward_config(RewardConfig, cfg: TrainConfig, dtype, torch):
-    return RewardConfig(
-        output_dir=cfg.output_dir, max_length=cfg.max_length, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, gradient_checkpointing=cfg.gradient_checkpointing,
-        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, seed=cfg.seed, data_seed=cfg.seed,
-        eval_strategy="no", save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=cfg.save_steps or 500,
-        save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps, report_to=cfg.report_to,
-        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(),
-        ddp_find_unused_parameters=False, **cfg.dpo_args)
-
-
-def train_reward_model(cfg: TrainConfig, echo) -> Any:
-    import datasets
+def _reward_config(cfg: TrainConfig, dtype):
     import torch
-    from peft import LoraConfig
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardConfig
 
-    from pad.train.trainer import (
-        TrainResult,
-        _check_output_dir,
-        _local_or_id,
-        _mixture_report,
-        fit_mixture,
-        use_pad_progress,
-    )
-
-    if not cfg.sources:
-        raise PadError("no data: the recipe lists no sources")
-    resume_from = _check_output_dir(cfg)
-    t0 = time.perf_counter()
-    mix = build_mixture(cfg.sources, cfg.eval_size, cfg.seed)
-    if not mix.train:
-        raise PadError("no training pairs")
-    tokenizer = load_tokenizer(cfg.base_model)
-    mix = fit_mixture(mix, tokenizer, cfg.template, cfg.prompt_budget)  # long conversations lose early turns
-    if not mix.train:
-        raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
-    reads = len(mix.principles) > 1
-    datasets.disable_progress_bars()
-    device = "cuda" if torch.cuda.is_available() else resolve_device("auto")
-    dtype = resolve_dtype(cfg.dtype, device)
     try:
-        args = _reward_config(RewardConfig, cfg, dtype, torch)
+        return RewardConfig(
+            output_dir=cfg.output_dir, max_length=cfg.max_length, learning_rate=cfg.learning_rate,
+            lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.per_device_train_batch_size,
+            per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            **checkpointing_arg(RewardConfig, cfg.gradient_checkpointing),
+            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, seed=cfg.seed, data_seed=cfg.seed,
+            eval_strategy="no", save_strategy="steps" if cfg.save_steps > 0 else "no",
+            save_steps=cfg.save_steps or 500, save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
+            report_to=cfg.report_to, use_cpu=not torch.cuda.is_available(),
+            dataloader_pin_memory=torch.cuda.is_available(), ddp_find_unused_parameters=False, **cfg.dpo_args)
     except (TypeError, ValueError) as e:
         raise PadError(f"training settings rejected by trl's RewardConfig: {str(e).splitlines()[0]}") from None
+
+
+def train_reward_model(cfg: TrainConfig, echo: Echo) -> TrainResult:
+    """Train a sequence reward model on the recipe's pairs; returns where it went and its held-out accuracy."""
+    resume_from = check_output_dir(cfg)
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(cfg.base_model)
+    mix = build_training_mixture(cfg, tokenizer)  # long conversations lose early turns
+    reads = len(mix.principles) > 1
+    _, dtype = device_and_dtype(cfg)
+    args = _reward_config(cfg, dtype)
     main = args.process_index == 0
     if main:
-        echo(_mixture_report(mix))
-    model = classifier_from(cfg.base_model, "cpu", dtype)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_target_modules, task_type="SEQ_CLS")
-    train_rows = _rows(mix.train, tokenizer, cfg.template, reads)
-    eval_rows = _rows(mix.eval, tokenizer, cfg.template, reads)
-    try:
-        trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(train_rows),
-                                processing_class=tokenizer, peft_config=lora)
-    except ValueError as e:
-        raise PadError(f"cannot set up reward-model training on {cfg.base_model}: {str(e).splitlines()[0]}") from None
+        echo(mixture_report(mix))
+    trainer = _reward_trainer(cfg, args, dtype, _rows(mix.train, tokenizer, cfg.template, reads), tokenizer)
     use_pad_progress(trainer, echo)
     if main:
         trainable, total = trainer.model.get_nb_trainable_parameters()
@@ -165,38 +149,36 @@ def train_reward_model(cfg: TrainConfig, echo) -> Any:
              f"{args.world_size} process(es): LoRA r={cfg.lora_r}, {trainable:,} of {total:,} parameters trainable")
     trainer.train(resume_from_checkpoint=resume_from or None)
     peft_model = trainer.accelerator.unwrap_model(trainer.model)
-    summary = pairwise_accuracy(peft_model, tokenizer, mix.eval, eval_rows, cfg.per_device_eval_batch_size,
-                                cfg.max_length, progress=main) if mix.eval else {}
-    out = Path(cfg.output_dir)
+    summary = pairwise_accuracy(peft_model, tokenizer, mix.eval, _rows(mix.eval, tokenizer, cfg.template, reads),
+                                cfg.per_device_eval_batch_size, cfg.max_length, progress=main) if mix.eval else {}
     if main:
-        peft_model.save_pretrained(out / "adapter")
-        merged = copy.deepcopy(peft_model).merge_and_unload()  # the trained PeftModel stays as it is
-        merged.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        _write_config(cfg, mix, summary, reads, trainer.state.global_step, time.perf_counter() - t0,
-                      _local_or_id(cfg.base_model))
+        _save(peft_model, tokenizer, Path(cfg.output_dir))
+        write_record(cfg, mix, summary, {"steps": trainer.state.global_step,
+                                         "seconds": round(time.perf_counter() - t0, 1)},
+                     "reward-model", reads_principles=reads)
     trainer.accelerator.wait_for_everyone()
-    return TrainResult(out, summary, trainer.state.global_step, time.perf_counter() - t0, peft_model)
+    return TrainResult(Path(cfg.output_dir), summary, trainer.state.global_step, time.perf_counter() - t0, peft_model)
 
 
-def _write_config(cfg: TrainConfig, mix, summary: dict, reads: bool, steps: int, seconds: float, base: str) -> None:
-    import json
-    from dataclasses import asdict
+def _reward_trainer(cfg: TrainConfig, args, dtype, rows: list[dict[str, str]], tokenizer):
+    """TRL's RewardTrainer on a one-logit classifier of the base, with a fresh LoRA."""
+    import datasets
+    from peft import LoraConfig
+    from trl import RewardTrainer
 
-    import pad
+    model = classifier_from(cfg.base_model, "cpu", dtype)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules, task_type="SEQ_CLS")
+    try:
+        return RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                             processing_class=tokenizer, peft_config=lora)
+    except ValueError as e:
+        raise PadError(f"cannot set up reward-model training on {cfg.base_model}: {str(e).splitlines()[0]}") from None
 
-    settings = cfg.to_dict()
-    settings.pop("sources")
-    record = {
-        "kind": "reward-model",
-        "base_model": base,
-        "template": cfg.template,
-        "principles": mix.principles,
-        "reads_principles": reads,
-        "data": {"sources": [asdict(s) for s in cfg.sources], "counts": mix.counts, "train_pairs": len(mix.train),
-                 "eval_pairs": len(mix.eval)},
-        "train": {**settings, "steps": steps, "seconds": round(seconds, 1)},
-        "eval": summary,
-        "pad_version": getattr(pad, "__version__", None),
-    }
-    (Path(cfg.output_dir) / PAD_CONFIG).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+def _save(peft_model, tokenizer, out: Path) -> None:
+    """The classifier with the LoRA merged in (what pad eval and ARGS load), the adapter in adapter/, the tokenizer."""
+    peft_model.save_pretrained(out / "adapter")
+    merged = copy.deepcopy(peft_model).merge_and_unload()  # the trained PeftModel stays as it is
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)

@@ -1,39 +1,38 @@
 """Training the PersRM: DPO (TRL `DPOTrainer`) with a PEFT LoRA on principle-conditioned pairs.
 
-`train(cfg)` builds the data mixture, trains, evaluates held-out preference accuracy and reward margin
+`train_persrm(cfg)` builds the data mixture, trains, evaluates held-out preference accuracy and reward margin
 per principle, and writes to `cfg.output_dir` the adapter, the tokenizer and a `pad_config.json`
 (base model, principle template, principles, data mixture and counts, settings, final metrics), so that
 `pad decode --rm DIR` and `pad merge DIR` need nothing else. It runs unchanged under `accelerate launch`.
+What it shares with the reward-model trainer lives in `pad.train.common`; `pad.train.run.train` picks one.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pad.errors import PadError
-from pad.models import PAD_CONFIG, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
-from pad.principles import Message, chat_text, to_messages
+from pad.models import load_causal_lm, load_tokenizer
+from pad.principles import chat_text
+from pad.train.common import (
+    Echo,
+    TrainResult,
+    build_training_mixture,
+    check_output_dir,
+    checkpointing_arg,
+    device_and_dtype,
+    end_processes,
+    local_or_id,
+    mixture_report,
+    record_base_in_adapter,
+    use_pad_progress,
+    write_record,
+)
 from pad.train.config import TrainConfig
-from pad.train.contrastive import add_contrastive, kind_counts, kind_metrics
-from pad.train.pairs import Mixture, Pair, build_mixture, to_trl_row
-
-Echo = Callable[[str], None]
-
-
-@dataclass
-class TrainResult:
-    output_dir: Path
-    eval: dict[str, Any]  # {"accuracy", "margin", "loss", "n", "principles": {name: {accuracy, margin, n}}}
-    steps: int
-    seconds: float
-    model: Any = None  # the trained PeftModel (base + LoRA), in this process
-
+from pad.train.contrastive import kind_metrics
+from pad.train.pairs import Mixture, Pair, to_trl_row
 
 # -- data ----------------------------------------------------------------------------------------
 
@@ -45,44 +44,6 @@ def pair_row(tokenizer, pair: Pair, template: str) -> dict[str, Any]:
         return row
     return {"prompt": chat_text(tokenizer, row["prompt"]), "chosen": " " + pair.chosen,
             "rejected": " " + pair.rejected, "principle": pair.principle, "source": pair.source}
-
-
-def prompt_tokens(tokenizer, pair: Pair, template: str) -> int:
-    messages = to_messages(pair.prompt if isinstance(pair.prompt, str) else list(pair.prompt), pair.principle,
-                           template)
-    return len(tokenizer(chat_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
-
-
-def fit_pair(tokenizer, pair: Pair, template: str, budget: int) -> Pair | None:
-    """Drop the earliest turns of a long conversation until the prompt fits `budget` tokens.
-
-    The last user turn (which carries the principle) always stays; None when even it does not fit.
-    """
-    while prompt_tokens(tokenizer, pair, template) > budget:
-        turns: list[Message] = [] if isinstance(pair.prompt, str) else list(pair.prompt)
-        system = [m for m in turns[:1] if m["role"] == "system"]
-        rest = turns[len(system):]
-        if len(rest) < 3:  # only the last user turn is left
-            return None
-        rest = rest[2:] if rest[1]["role"] == "assistant" else rest[1:]  # one exchange less
-        pair = Pair(tuple(system + rest), pair.chosen, pair.rejected, pair.principle, pair.source)
-    return pair
-
-
-def fit_mixture(mix: Mixture, tokenizer, template: str, budget: int) -> Mixture:
-    """Fit every prompt into the token budget; counts `trimmed` and `too_long` per source and principle."""
-    out = Mixture([], [], copy.deepcopy(mix.counts))
-    for part, kept, name in ((mix.train, out.train, "train"), (mix.eval, out.eval, "eval")):
-        for pair in part:
-            fitted = fit_pair(tokenizer, pair, template, budget)
-            if fitted is None:
-                out.count(pair, "too_long")
-                out.count(pair, name, -1)
-                continue
-            if fitted is not pair:
-                out.count(pair, "trimmed")
-            kept.append(fitted)
-    return out
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -130,8 +91,10 @@ def _trainer_class():
                 for group in groups:
                     subset = dataset.select([i for i, k in enumerate(keys) if k == group], keep_in_memory=True)
                     margins = []
-                    for batch in self.get_eval_dataloader(subset):
-                        margins.append(self.accelerator.gather_for_metrics(self._margins(model, batch)).float().cpu())
+                    for i, batch in enumerate(self.get_eval_dataloader(subset)):
+                        key = (getattr(dataset, "_fingerprint", id(dataset)), group, i)
+                        m = self._margins(model, batch, key)
+                        margins.append(self.accelerator.gather_for_metrics(m).float().cpu())
                     by_group[group] = torch.cat(margins)  # (n,) beta * (policy - reference log-ratio)
             finally:
                 self.model.train(was_training)
@@ -143,87 +106,50 @@ def _trainer_class():
             per = {name: stats([k for k in groups if k[0] == name]) for name in sorted({k[0] for k in groups})}
             per_source = {f"{source} / {principle}": stats([(principle, source)]) for principle, source in groups}
             m = torch.cat([by_group[k] for k in groups])
+            # Named for what it is: DPO's sigmoid loss of the margins against the base, whatever loss_type
+            # trained (ipo, sigmoid + sft, ...) and whatever reference that training used.
             return {"accuracy": (m > 0).float().mean().item(), "margin": m.mean().item(),
-                    "loss": -F.logsigmoid(m).mean().item(), "n": int(m.numel()), "principles": per,
+                    "sigmoid_loss": -F.logsigmoid(m).mean().item(), "n": int(m.numel()), "principles": per,
                     "sources": per_source}
 
-        def _margins(self, model, batch):
-            """beta * (policy - base log-ratio) of each pair in the batch: (B,)."""
-            keys = ("input_ids", "attention_mask")
+        def _margins(self, model, batch, key=None):
+            """beta * (policy - base log-ratio) of each pair in the batch: (B,).
+
+            The base's log-probs never change (its weights are frozen), so each held-out batch's are computed
+            at the first evaluation and reused by every later one (under `key`): a periodic evaluation costs
+            one forward per pair, not two.
+            """
+            chosen, rejected = self._completion_logps(model, batch)
+            cache = self.__dict__.setdefault("_base_logps", {})
+            if key is None or key not in cache:
+                with model.disable_adapter():  # the base model, whichever adapters the PeftModel holds ("ref" too)
+                    base = self._completion_logps(model, batch)
+                if key is None:
+                    return self.beta * ((chosen - base[0]) - (rejected - base[1]))
+                cache[key] = base
+            ref_chosen, ref_rejected = cache[key]
+            return self.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+
+        def _completion_logps(self, model, batch):
+            """Log-probs of the chosen and rejected completions, summed over their tokens: (B,), (B,)."""
             labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
             seq_len = batch["completion_mask"].size(1) - 1
+            with self.accelerator.autocast():
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                            fused_lm_head=True, use_cache=False)
+            return out.log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
 
-            def completion_logps():  # summed over the completion tokens: (B,) chosen, (B,) rejected
-                with self.accelerator.autocast():
-                    out = model(**{k: batch[k] for k in keys}, labels=labels, fused_lm_head=True, use_cache=False)
-                return out.log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
-
-            chosen, rejected = completion_logps()
-            with model.disable_adapter():  # the base model, whichever adapters the PeftModel holds ("ref" too)
-                ref_chosen, ref_rejected = completion_logps()
-            return self.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+        def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+            # pad's held-out evaluation measures against the base itself (above) and never reads TRL's
+            # reference log-probs of an evaluation set: computing them would be work for nothing.
+            if name != "train":
+                return dataset
+            return super()._precompute_ref_logps(dataset, name, batch_size)
 
     return PersRMTrainer
 
 
-def _format_log(step: int, max_steps: int, logs: dict[str, Any]) -> str | None:
-    """One line: the training loss and rewards, or the held-out accuracy and margin per principle."""
-    short = {"loss": "loss", "rewards/accuracies": "acc", "rewards/margins": "margin", "learning_rate": "lr",
-             "train_loss": "mean loss", "train_runtime": "seconds"}
-    parts = [f"{short[k]} {v:.4g}" for k, v in logs.items() if k in short and isinstance(v, (int, float))]
-    held = [f"{k.removeprefix('eval_')} {v:.3g}" for k, v in logs.items()
-            if k.startswith("eval_") and k.endswith(("_accuracy", "_margin")) and isinstance(v, (int, float))]
-    if held:
-        parts = ["held-out", *held]
-    return f"step {step}/{max_steps}: " + ", ".join(parts) if parts else None
-
-
-def use_pad_progress(trainer, echo: Echo) -> None:
-    """Replace the Trainer's own bar and log printer by pad's one-line progress."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(_progress_callback(echo))
-
-
-def _progress_callback(echo: Echo):
-    from transformers.trainer_callback import ProgressCallback
-
-    class Progress(ProgressCallback):
-        """The usual progress bar, with one short line per log instead of a dict of every metric."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            line = _format_log(state.global_step, state.max_steps, logs or {}) if state.is_world_process_zero else None
-            if line:
-                self.training_bar.write(line) if self.training_bar is not None else echo(line)
-
-    return Progress
-
-
-# -- the run -------------------------------------------------------------------------------------
-
-
-def _check_output_dir(cfg: TrainConfig) -> str | bool:
-    """What to resume from (a folder, or False); refuses to write over a run unless told to."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    out = Path(cfg.output_dir)
-    if isinstance(cfg.resume, str):
-        if not Path(cfg.resume).is_dir():
-            raise PadError(f"resume: checkpoint folder {cfg.resume!r} does not exist")
-        return cfg.resume
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if cfg.resume:
-        if last is None:
-            raise PadError(f"resume: {out} holds no checkpoint-* folder to resume from")
-        return last
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
-        raise PadError(f"output_dir {out} is not empty; set resume (continue) or overwrite (start again)")
-    return False
-
-
-def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
+def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool, n_train: int = 0):
     import dataclasses
 
     import torch
@@ -240,7 +166,6 @@ def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
         "loss_type": cfg.loss_types,
         "loss_weights": cfg.loss_weights,
         "max_length": cfg.max_length,
-        "precompute_ref_log_probs": cfg.precompute_ref_log_probs,
         "learning_rate": cfg.learning_rate,
         "lr_scheduler_type": cfg.lr_scheduler_type,
         "warmup_steps": cfg.warmup_ratio,  # a float below 1 is a share of the steps
@@ -251,7 +176,7 @@ def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
         "per_device_train_batch_size": cfg.per_device_train_batch_size,
         "per_device_eval_batch_size": cfg.per_device_eval_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "gradient_checkpointing": cfg.gradient_checkpointing,
+        **checkpointing_arg(DPOConfig, cfg.gradient_checkpointing),
         "bf16": dtype == torch.bfloat16,
         "fp16": dtype == torch.float16,
         "seed": cfg.seed,
@@ -270,9 +195,22 @@ def _dpo_config(cfg: TrainConfig, dtype, has_eval: bool):
     }
     kwargs.update(cfg.dpo_args)
     try:
-        return DPOConfig(**kwargs)
+        args = DPOConfig(**kwargs)
     except (ValueError, TypeError) as e:
         raise PadError(f"training settings rejected by trl: {str(e).splitlines()[0]}") from None
+    args.precompute_ref_log_probs = cfg.precompute_ref_log_probs and precompute_saves_work(cfg, n_train, args)
+    return args
+
+
+def precompute_saves_work(cfg: TrainConfig, n_train: int, args) -> bool:
+    """Whether precomputing the reference log-probs saves compute: only when the run reads a training pair more
+    than once. Live, each step's reference forward costs what precomputing that pair once does, and the
+    precompute pass runs over every pair before step 1 even when the run stops after a few steps."""
+    if cfg.eval_only:
+        return False
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    reads = cfg.max_steps * per_step if cfg.max_steps > 0 else cfg.num_train_epochs * n_train
+    return reads > n_train
 
 
 def _pair_datasets(mix: Mixture, tokenizer, cfg: TrainConfig, args):
@@ -300,65 +238,21 @@ def _pair_datasets(mix: Mixture, tokenizer, cfg: TrainConfig, args):
     return loaded["train"], loaded["eval"]
 
 
-def _local_or_id(spec: str) -> str:
-    p = Path(spec).expanduser()
-    return str(p.resolve()) if p.exists() else spec
+# -- the run -------------------------------------------------------------------------------------
 
 
-def train(cfg: TrainConfig, echo: Echo | None = None) -> TrainResult:
-    """Train a PersRM as `cfg` says; returns where it went and its held-out metrics."""
-    try:
-        if cfg.kind == "reward-model":
-            from pad.train.reward import train_reward_model
-
-            return train_reward_model(cfg, echo or (lambda _msg: None))
-        return _train(cfg, echo or (lambda _msg: None))
-    except BaseException:
-        end_processes(wait=False)  # a failed run must not hang or abort at exit either
-        raise
-
-
-def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
-    if not cfg.sources:
-        raise PadError("no data: the recipe lists no sources")
-    resume_from = _check_output_dir(cfg)
+def train_persrm(cfg: TrainConfig, echo: Echo) -> TrainResult:
+    """Train (or with eval_only, only measure) a PersRM as `cfg` says; returns where it went and its metrics."""
+    resume_from = check_output_dir(cfg)
     t0 = time.perf_counter()
-
-    mix = build_mixture(cfg.sources, cfg.eval_size, cfg.seed)
     tokenizer = load_tokenizer(cfg.base_model)
-    mix = add_contrastive(fit_mixture(mix, tokenizer, cfg.template, cfg.prompt_budget), cfg)
-    if not mix.train:
-        raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
-
-    import datasets
-    import torch
-    from peft import LoraConfig
-
-    datasets.disable_progress_bars()  # per-map bars drown the training progress
-
-    device = "cuda" if torch.cuda.is_available() else resolve_device("auto")
-    dtype = resolve_dtype(cfg.dtype, device)
-    args = _dpo_config(cfg, dtype, bool(mix.eval))  # before the model: ZeRO-3 must see it at load time
+    mix = build_training_mixture(cfg, tokenizer)
+    device, dtype = device_and_dtype(cfg)
+    args = _dpo_config(cfg, dtype, bool(mix.eval), len(mix.train))  # before the model: ZeRO-3 must see it at load time
     main = args.process_index == 0
     if main:
-        echo(_mixture_report(mix))
-    if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3:
-        if cfg.init_adapter:
-            raise PadError("init_adapter is not supported with ZeRO-3; run the second stage without it")
-        model = _local_or_id(cfg.base_model)  # TRL loads it inside ZeRO-3's partitioned init
-        args.model_init_kwargs = {"dtype": str(dtype).removeprefix("torch.")}
-    else:
-        model = load_causal_lm(cfg.base_model, device="cpu", dtype=dtype)
-    lora = None  # a second stage trains the adapter it starts from
-    if cfg.init_adapter:
-        from peft import PeftModel
-
-        if not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
-            raise PadError(f"init_adapter {cfg.init_adapter!r} is not a LoRA adapter folder (no adapter_config.json)")
-        model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
-    else:
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+        echo(mixture_report(mix))
+    model, lora = _policy(cfg, args, dtype)
     train_ds, eval_ds = _pair_datasets(mix, tokenizer, cfg, args)
     try:
         trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -367,29 +261,16 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
         raise PadError(f"cannot set up training on {cfg.base_model}: {str(e).splitlines()[0]}") from None
     use_pad_progress(trainer, echo)
     if main:
-        trainable, total = trainer.model.get_nb_trainable_parameters()
-        echo(f"training {cfg.base_model} on {device} ({str(dtype).removeprefix('torch.')}), "
-             f"{args.world_size} process(es): LoRA r={cfg.lora_r} on {cfg.lora_target_modules}, "
-             f"{trainable:,} of {total:,} parameters trainable")
+        for line in _setup_lines(cfg, trainer, args, device, dtype):
+            echo(line)
     if not cfg.eval_only:
         trainer.train(resume_from_checkpoint=resume_from or None)
-
-    summary: dict[str, Any] = {}
-    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-    if "ref" in getattr(unwrapped, "peft_config", {}):
-        # A second stage trained against a frozen copy of its starting adapter ("ref"); it is no part of the
-        # PersRM (whose held-out reward was measured against the base model all along): not saved with it.
-        unwrapped.delete_adapter("ref")
-    if eval_ds is not None:
-        if getattr(trainer, "last_eval_step", None) != trainer.state.global_step:
-            trainer.evaluate()
-        summary = trainer.last_eval
-        summary = {**summary, "kinds": kind_metrics(summary)}
+    summary = _final_metrics(trainer, eval_ds)
     trainer.save_model(cfg.output_dir)
     seconds = time.perf_counter() - t0
     if main:
         tokenizer.save_pretrained(cfg.output_dir)
-        record_base_in_adapter(Path(cfg.output_dir), _local_or_id(cfg.base_model))
+        record_base_in_adapter(Path(cfg.output_dir), local_or_id(cfg.base_model))
         write_pad_config(cfg, mix, summary, trainer.state.global_step, seconds, args.world_size)
     trainer.accelerator.wait_for_everyone()
     result = TrainResult(Path(cfg.output_dir), summary, trainer.state.global_step, seconds,
@@ -399,60 +280,65 @@ def _train(cfg: TrainConfig, echo: Echo) -> TrainResult:
     return result
 
 
-def record_base_in_adapter(folder: Path, base: str) -> None:
-    """PEFT records the folder the base was loaded from; offline that is pad's cache (the converted
-    GGUF), which a user's machine lacks. Record the base as the recipe named it."""
-    path = folder / "adapter_config.json"
-    if path.is_file():
-        data = json.loads(path.read_text())
-        data["base_model_name_or_path"] = base
-        path.write_text(json.dumps(data, indent=2) + "\n")
+def _policy(cfg: TrainConfig, args, dtype):
+    """The model DPO trains and the LoRA to put on it: (model or its id under ZeRO-3, LoraConfig or None).
+
+    A second stage (init_adapter) trains the adapter it starts from, so it gets no fresh LoRA.
+    """
+    from peft import LoraConfig
+
+    if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3:
+        if cfg.init_adapter:
+            raise PadError("init_adapter is not supported with ZeRO-3; run the second stage without it")
+        args.model_init_kwargs = {"dtype": str(dtype).removeprefix("torch.")}
+        return local_or_id(cfg.base_model), LoraConfig(**_lora_settings(cfg))  # TRL loads it partitioned
+    model = load_causal_lm(cfg.base_model, device="cpu", dtype=dtype)
+    if not cfg.init_adapter:
+        return model, LoraConfig(**_lora_settings(cfg))
+    from peft import PeftModel
+
+    if not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
+        raise PadError(f"init_adapter {cfg.init_adapter!r} is not a LoRA adapter folder (no adapter_config.json)")
+    return PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True), None
 
 
-def end_processes(wait: bool = True) -> None:
-    """Close the process group, if any: gloo runs can abort at exit when it is left open."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        if wait:
-            dist.barrier()
-        dist.destroy_process_group()
+def _lora_settings(cfg: TrainConfig) -> dict[str, Any]:
+    return {"r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
+            "target_modules": cfg.lora_target_modules, "task_type": "CAUSAL_LM"}
 
 
-def _mixture_report(mix: Mixture) -> str:
-    lines = [f"data: {len(mix.train)} training pairs, {len(mix.eval)} held out "
-             f"(by prompt), principles {', '.join(mix.principles)}"]
-    for source, per in mix.counts.items():
-        for principle, c in per.items():
-            lines.append(f"  {source} / {principle}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
-    lines.append("  " + kind_counts(mix))
-    return "\n".join(lines)
+def _setup_lines(cfg: TrainConfig, trainer, args, device: str, dtype) -> list[str]:
+    """What is trained where, and whether the reference log-probs are precomputed and why."""
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    lines = [f"training {cfg.base_model} on {device} ({str(dtype).removeprefix('torch.')}), "
+             f"{args.world_size} process(es): LoRA r={cfg.lora_r} on {cfg.lora_target_modules}, "
+             f"{trainable:,} of {total:,} parameters trainable"]
+    if cfg.precompute_ref_log_probs and not cfg.eval_only:
+        lines.append("reference log-probs: " + (
+            "precomputed once (the run reads each pair more than once)" if args.precompute_ref_log_probs else
+            "computed in each step (the run reads each pair at most once, so precomputing would save nothing)"))
+    return lines
+
+
+def _final_metrics(trainer, eval_ds) -> dict[str, Any]:
+    """The held-out metrics of the trained PersRM (the last evaluation when it was at this step).
+
+    A second stage trained against a frozen copy of its starting adapter ("ref"); it is no part of the
+    PersRM (whose held-out reward was measured against the base model all along): dropped before saving.
+    """
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    if "ref" in getattr(unwrapped, "peft_config", {}):
+        unwrapped.delete_adapter("ref")
+    if eval_ds is None:
+        return {}
+    if getattr(trainer, "last_eval_step", None) != trainer.state.global_step:
+        trainer.evaluate()
+    return {**trainer.last_eval, "kinds": kind_metrics(trainer.last_eval)}  # per pair kind (pad.train.contrastive)
 
 
 def write_pad_config(cfg: TrainConfig, mix: Mixture, summary: dict, steps: int, seconds: float,
                      world_size: int) -> Path:
-    import pad
-
-    settings = cfg.to_dict()
-    settings.pop("sources")
-    record = {
-        "kind": "persrm-lora",
-        "base_model": _local_or_id(cfg.base_model),
-        "template": cfg.template,
-        "principles": mix.principles,
-        "beta": cfg.beta,  # of the implicit reward beta * (log pi - log pi_ref)
-        "decode": ({} if cfg.decode_base_sees_principles is None
-                   else {"base_sees_principles": cfg.decode_base_sees_principles}),
-        "data": {
-            "sources": [asdict(s) for s in cfg.sources],
-            "counts": mix.counts,
-            "train_pairs": len(mix.train),
-            "eval_pairs": len(mix.eval),
-        },
-        "train": {**settings, "steps": steps, "seconds": round(seconds, 1), "processes": world_size},
-        "eval": summary,
-        "pad_version": getattr(pad, "__version__", None),
-    }
-    path = Path(cfg.output_dir) / PAD_CONFIG
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    return path
+    decode = {} if cfg.decode_base_sees_principles is None else {"base_sees_principles": cfg.decode_base_sees_principles}
+    return write_record(cfg, mix, summary, {"steps": steps, "seconds": round(seconds, 1), "processes": world_size},
+                        "persrm-lora", beta=cfg.beta,  # of the implicit reward beta * (log pi - log pi_ref)
+                        decode=decode)

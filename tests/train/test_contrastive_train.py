@@ -36,7 +36,7 @@ def shared_rejected_rows(n_prompts: int, seed: int = 0) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_llama):
-    from pad.train.trainer import train
+    from pad.train.run import train
 
     tmp = tmp_path_factory.mktemp("contrastive")
     data = tmp / "shared.jsonl"

@@ -13,7 +13,7 @@ from pad.train.config import TrainConfig
 
 @pytest.fixture(scope="module")
 def trained_rm(tmp_path_factory, tiny_llama, opposite_jsonl):
-    from pad.train.trainer import train
+    from pad.train.run import train
 
     tmp = tmp_path_factory.mktemp("rm")
     data = opposite_jsonl(tmp / "opposite.jsonl", 48)

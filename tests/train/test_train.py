@@ -27,7 +27,7 @@ def tiny_config(tmp_path, base, data, **kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_llama, opposite_jsonl):
-    from pad.train.trainer import train
+    from pad.train.run import train
 
     tmp = tmp_path_factory.mktemp("train")
     data = opposite_jsonl(tmp / "opposite.jsonl", 48)
@@ -146,7 +146,7 @@ def test_cli_train_bad_input_is_one_line(tmp_path, tiny_llama, opposite_jsonl, r
 
 
 def test_adapter_records_the_hub_id_not_the_offline_cache(tmp_path):
-    from pad.train.trainer import record_base_in_adapter
+    from pad.train.common import record_base_in_adapter
 
     (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/root/.cache/pad/x", "r": 8}))
     record_base_in_adapter(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -162,7 +162,7 @@ def test_second_stage_continues_the_adapter(trained, tmp_path, tiny_llama, oppos
 
     from pad.models import read_pad_config
     from pad.train.pairs import Pair, to_trl_row
-    from pad.train.trainer import train
+    from pad.train.run import train
 
     cfg1, result1, _ = trained
     # A later stage's own pairs that must not move the held-out split: on every training prompt of stage 1
@@ -255,6 +255,7 @@ def test_second_stage_evaluates_against_the_base_during_training_too(trained, tm
     starting adapter) are the PersRM's reward as pad decode and pad eval use it: against the base model,
     the same measurement as the final report."""
     import pad.train.trainer as trainer_module
+    from pad.train.run import train
 
     cfg1, result1, _ = trained
     make = trainer_module._trainer_class
@@ -280,7 +281,7 @@ def test_second_stage_evaluates_against_the_base_during_training_too(trained, tm
     monkeypatch.setattr(trainer_module, "_trainer_class", recording_class)
     cfg2 = tiny_config(tmp_path, tiny_llama, cfg1.sources[0].path, eval_size=cfg1.eval_size, max_steps=2,
                        eval_steps=2, init_adapter=str(result1.output_dir), precompute_ref_log_probs=precompute)
-    result2 = trainer_module.train(cfg2, echo=lambda _: None)
+    result2 = train(cfg2, echo=lambda _: None)
     during = seen["during"][2]  # evaluated by the Trainer at its last step, inside train()
     trainer = seen["trainer"]
     assert "ref" not in trainer.accelerator.unwrap_model(trainer.model).peft_config
