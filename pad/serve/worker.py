@@ -26,6 +26,10 @@ class QueueFull(Exception):
     """Every row of the batch is busy and the waiting line is full."""
 
 
+class ShuttingDown(Exception):
+    """The server is draining: it takes no new requests."""
+
+
 # what a job receives, in order: any number of ("text", delta), then one ("end", finish_reason) or ("error", msg)
 Event = tuple[str, str]
 
@@ -49,6 +53,7 @@ class Job:
     submitted: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
     finished_at: float | None = None
+    metrics: object | None = None  # a `pad.serve.metrics.Metrics`, told of first tokens and ends
 
     # -- text as it grows (worker thread) ----------------------------------------------------------
 
@@ -58,6 +63,8 @@ class Job:
             return False
         if self.first_token is None:
             self.first_token = time.perf_counter()
+            if self.metrics is not None:
+                self.metrics.first_token(self.first_token - self.submitted)
         self.tokens.append(token)
         self.count = len(self.tokens)
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
@@ -87,6 +94,8 @@ class Job:
 
     def end(self, reason: str) -> None:
         self.ended, self.finished_at = reason, time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.finished(self)
         self.notify(("end", reason))
 
     def fail(self, message: str) -> None:
@@ -107,12 +116,13 @@ def _stable_part(text: str, stops: list[str]) -> str:
     return text[: len(text) - hold]
 
 
-def async_notifier(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Callable[[Event], None]:
-    """A job's `notify` that hands events to an asyncio queue from the worker thread."""
+def async_notifier(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, index: int = 0) -> Callable[[Event], None]:
+    """A job's `notify` that hands (index, kind, value) to an asyncio queue from the worker thread; the n
+    choices of one request share a queue, told apart by their index."""
 
     def notify(event: Event) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+            loop.call_soon_threadsafe(queue.put_nowait, (index, *event))
 
     return notify
 
@@ -120,16 +130,21 @@ def async_notifier(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Cal
 class Worker:
     """Runs a `DecodeBatch` in a thread: admits waiting jobs between steps, up to `max_batch` rows at once.
 
-    max_queue: jobs that may wait for a row; `submit` raises QueueFull beyond it.
+    max_queue: jobs that may wait beyond the free rows; `submit` raises QueueFull only when every row is
+    taken and max_queue jobs wait.
     """
 
-    def __init__(self, decoder: PADDecoder, settings: SamplingSettings, max_batch: int = 8, max_queue: int = 64):
-        self.dec, self.settings = decoder, settings
+    def __init__(self, decoder: PADDecoder, settings: SamplingSettings, max_batch: int = 8, max_queue: int = 64,
+                 metrics=None):
+        self.dec, self.settings, self.metrics = decoder, settings, metrics
         self.max_batch, self.max_queue = max_batch, max_queue
         self._cv = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
         self._cancels: list[Job] = []
         self._stopping = False
+        self._closed = False  # draining: no new jobs
+        self._abort = False  # the drain is over: end every job now
+        self._joining = 0  # jobs taken from the queue and being prefilled (rows, though not yet in _live)
         self._live: dict[int, Job] = {}
         self.served = 0  # requests answered
         self.cancelled = 0  # rows freed because their client left (or the server stopped)
@@ -147,14 +162,30 @@ class Worker:
             self._cv.notify()
         self._thread.join(timeout)
 
-    def submit(self, job: Job) -> None:
+    def submit(self, jobs: list[Job]) -> None:
+        """Queue the jobs of one request (its n choices): all of them, or none (QueueFull, ShuttingDown)."""
         with self._cv:
-            if self._stopping:
-                raise QueueFull("the server is shutting down")
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(f"the server is busy: {len(self._live)} rows decoding and {len(self._waiting)} "
-                                f"requests waiting (--max-queue {self.max_queue}); retry later")
-            self._waiting.append(job)
+            if self._stopping or self._closed:
+                raise ShuttingDown("the server is shutting down; retry on another replica or later")
+            # A waiting job takes a free row at the next step, so the queue only holds what the rows cannot.
+            taken = len(self._live) + self._joining + len(self._waiting)
+            if taken + len(jobs) > self.max_batch + self.max_queue:
+                raise QueueFull(f"the server is busy: {len(self._live) + self._joining} rows decoding (--max-batch "
+                                f"{self.max_batch}) and {len(self._waiting)} requests waiting (--max-queue "
+                                f"{self.max_queue}); retry later")
+            self._waiting.extend(jobs)
+            self._cv.notify()
+
+    def close(self) -> None:
+        """Take no new jobs; those here run on (the drain)."""
+        with self._cv:
+            self._closed = True
+
+    def abort(self) -> None:
+        """End every live and waiting job now, as "abort" (the drain ran out of time); the engine thread
+        does it between steps."""
+        with self._cv:
+            self._abort = True
             self._cv.notify()
 
     def cancel(self, job: Job) -> None:
@@ -180,20 +211,30 @@ class Worker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # -- the engine thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
         batch = self.dec.batch(self.settings)
         while True:
             with self._cv:
-                while not (self._stopping or self._waiting or self._live or self._cancels):
+                while not (self._stopping or self._waiting or self._live or self._cancels or self._abort):
                     self._cv.wait()
                 if self._stopping:
                     break
+                if self._abort:
+                    self._abort = False
+                    self._end_all(batch, "abort")
                 joining = [self._waiting.popleft() for _ in range(min(self.max_batch - batch.live, len(self._waiting)))]
+                self._joining = len(joining)
                 cancels, self._cancels = self._cancels, []
             if joining:
                 self._admit(batch, joining)
+                with self._cv:
+                    self._joining = 0
             for job in cancels:  # after admission: a job cancelled while it was joining leaves too
                 if job.key is not None and job.key in self._live:
                     batch.cancel(job.key)
@@ -212,6 +253,8 @@ class Worker:
                 continue
             for key, token in made:
                 job = self._live.get(key)
+                if self.metrics is not None and job is not None and job.ended is None:
+                    self.metrics.tokens.inc()
                 if job is not None and job.add_token(token):
                     batch.cancel(key)  # a stop string: its row leaves at the next step
             self._collect(done)
@@ -221,6 +264,17 @@ class Worker:
                 job.end("cancelled")
         self._live.clear()
         self._waiting.clear()
+
+    def _end_all(self, batch: DecodeBatch, reason: str) -> None:
+        """(lock held) End every job now; live rows leave the batch at the next step."""
+        for job in list(self._waiting):
+            job.end(reason)
+            self.cancelled += 1
+        self._waiting.clear()
+        for key, job in self._live.items():
+            if job.ended is None:
+                job.end(reason)
+            batch.cancel(key)
 
     def _admit(self, batch: DecodeBatch, jobs: list[Job]) -> None:
         try:
@@ -244,7 +298,7 @@ class Worker:
                 continue
             job.finish(result)
             self.served += 1
-            self.cancelled += job.ended == "cancelled"
+            self.cancelled += job.ended in ("cancelled", "abort")
             elapsed = (job.finished_at or time.perf_counter()) - job.submitted
             names = ",".join(f"{p.name}={p.weight:g}" for p in job.request.principles) or "-"
             log.info("%s principles=%s prompt_tokens=%d tokens=%d finish=%s seconds=%.2f", job.id, names,

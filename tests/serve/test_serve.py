@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from pad.decode.config import DecodeConfig
-from pad.decode.engine import DecodeRequest, SamplingSettings
+from pad.decode.engine import DecodeRequest
 from pad.decode.run import Models, decode_run, gather_prompts
 from pad.principles import Principle
 from pad.serve import build_service, running_server
@@ -120,17 +120,32 @@ def test_concurrent_requests_each_get_their_own_guidance(server):
     assert len(set(got[:2] + got[-1:])) == 3  # the same prompt, three principles: three answers
 
 
-def test_seeded_sampling_is_the_engines_and_repeats(server):
+def test_a_seeded_answer_is_what_pad_decode_seed_writes(server):
+    """Fault 8: the server keys a row's random stream as `pad decode --prompt P --seed S` does."""
     url, models, cfg = server
-    dec_req = DecodeRequest([{"role": "user", "content": CATS}], [Principle("harmless", 1.0)], id="chat",
-                            settings=SamplingSettings(mode="sample", temperature=1.3, seed=11, max_new_tokens=20))
-    from pad.decode.engine import PADDecoder
-
-    want = PADDecoder(models.base, models.tok, models.rm, models.rm_tok).generate([dec_req])[0].text
+    want = offline(models, cfg, CATS, ["harmless=1"], mode="sample", temperature=1.3, seed=11, max_new_tokens=20)
     a = ask(url, CATS, ["harmless=1"], temperature=1.3, seed=11, max_tokens=20).choices[0].message.content
     b = ask(url, CATS, ["harmless=1"], temperature=1.3, seed=11, max_tokens=20).choices[0].message.content
     other = ask(url, CATS, ["harmless=1"], temperature=1.3, seed=12, max_tokens=20).choices[0].message.content
-    assert a == b == want != other
+    assert a == b == want["response"] != other
+
+
+def test_n_choices_are_n_seeded_runs(server):
+    """n rows of one request, each its own random stream: the answers `pad decode --seed 5` writes for
+    `--prompt P` given n times; streamed, the same text per choice index."""
+    url, models, cfg = server
+    run_cfg = replace(cfg, principles=["humor=1"], mode="sample", temperature=1.5, seed=5, max_new_tokens=12)
+    records = decode_run(run_cfg, gather_prompts(prompt=[CATS] * 3), models, progress=False).records
+    want = [r["response"] for r in records]
+    got = ask(url, CATS, ["humor=1"], temperature=1.5, seed=5, max_tokens=12, n=3)
+    assert [c.index for c in got.choices] == [0, 1, 2]
+    assert [c.message.content for c in got.choices] == want and len(set(want)) == 3
+    assert got.usage.completion_tokens == sum(r["tokens"] for r in records)
+    chunks = list(ask(url, CATS, ["humor=1"], temperature=1.5, seed=5, max_tokens=12, n=3, stream=True))
+    texts = ["".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+             for i in range(3)]
+    assert texts == want
+    assert sorted(c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason) == [0, 1, 2]
 
 
 def test_stop_strings_end_the_answer(server):
@@ -147,23 +162,49 @@ def test_stop_strings_end_the_answer(server):
 
 
 @pytest.mark.parametrize(("body", "param", "says"), [
-    ({"principles": [{"name": "concise", "weight": "heavy"}]}, "principles[0].weight", "finite number"),
+    ({"principles": [{"name": "concise", "weight": "heavy"}]}, "principles[0].weight", "valid number; got 'heavy'"),
     ({"principles": ["concise=abc"]}, "principles[0]", "concise=abc"),
-    ({"reference": "nope"}, "reference", "'nope' is not one of base, persrm, prompted-base"),
+    ({"reference": "nope"}, "reference", "'base', 'persrm' or 'prompted-base'; got 'nope'"),
     ({"topk": 0}, "topk", "topk must be"),
     ({"temperature": -1}, "temperature", "temperature"),
     ({"max_tokens": 601}, "max_tokens", "cap of 600"),
     ({"frobnicate": 1}, "frobnicate", "unknown field"),
     ({"top_p": 0.5}, "top_p", "use topk"),
-    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "'robot'"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "got 'robot'"),
     ({"messages": [{"role": "user", "content": "long " * 600}]}, "messages", "context is 512 tokens"),
+    # fault 1: a field of the wrong JSON type (these gave 500 text/plain)
+    ({"mode": {}}, "mode", "got {}"),
+    ({"mode": []}, "mode", "got []"),
+    ({"messages": [{"role": {}, "content": "x"}]}, "messages[0].role", "got {}"),
+    ({"messages": [{"role": [], "content": "x"}]}, "messages[0].role", "got []"),
+    ({"principles": [{"name": "concise", "weight": True}]}, "principles[0].weight", "valid number; got True"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+     "messages[0].content[0].image_url", "unknown field"),
+    ({"stop": 5}, "stop", "valid string, or"),
+    # fault 5: fields that were accepted and ignored
+    ({"top_logprobs": 2}, "top_logprobs", "only allowed with logprobs"),
+    ({"stream_options": {"include_usage": True}}, "stream_options", "only allowed with stream: true"),
+    ({"stream": True, "stream_options": []}, "stream_options", "got []"),
+    ({"n": True}, "n", "valid integer; got True"),
+    ({"logprobs": 0}, "logprobs", "valid boolean; got 0"),
+    ({"max_tokens": -1, "max_completion_tokens": 3}, "max_tokens", ">= 1, got -1"),
+    ({"max_tokens": "3", "max_completion_tokens": 3}, "max_tokens", "got '3'"),
+    ({"user": 123}, "user", "valid string; got 123"),
+    ({"metadata": []}, "metadata", "got []"),
+    ({"n": 0}, "n", "n must be a whole number from 1 to 4"),
+    # fault 7: a temperature that float32 turns to 0, a prompt and max_tokens beyond the context
+    ({"temperature": 1e-320}, "temperature", "at least 0.01"),
+    ({"messages": [{"role": "user", "content": "long " * 20}], "max_tokens": 500}, "max_tokens",
+     "more than the model's context of 512 tokens"),
 ])
 def test_bad_fields_get_400_naming_them_and_the_server_goes_on(server, body, param, says):
     url, _, _ = server
     full = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, **body}
     r = httpx.post(f"{url}/v1/chat/completions", json=full)
     assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/json"
     err = r.json()["error"]
+    assert err["type"] == "invalid_request_error"
     assert err["param"] == param and says in err["message"] and "\n" not in err["message"]
     assert ask(url, "hi", max_tokens=3).choices[0].finish_reason in ("stop", "length")
 
@@ -180,15 +221,39 @@ def test_bad_json_and_unknown_model(server):
     assert ask(url, "hi", max_tokens=3).choices[0].message.content is not None
 
 
+def test_usage_counts_the_persrm_prompts_too(server):
+    """Fault 7: usage reports the PersRM's prompts (one per principle, longer than the base's) beside the
+    base's, as an extension field."""
+    url, models, cfg = server
+    got = ask(url, CATS, ["humor=1", "concise=0.5"], max_tokens=4)
+    from pad.decode.engine import PADDecoder
+
+    dec = PADDecoder(models.base, models.tok, models.rm, models.rm_tok)
+    req = DecodeRequest([{"role": "user", "content": CATS}], [Principle("humor", 1.0), Principle("concise", 0.5)])
+    base, rm, _ = dec.texts(req)
+    count = lambda text: len(models.tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    assert got.usage.prompt_tokens == count(base)
+    assert got.usage.model_extra["persrm_prompt_tokens"] == sum(map(count, rm)) > 0
+    assert ask(url, CATS, [], max_tokens=4).usage.model_extra["persrm_prompt_tokens"] == 0
+
+
+def test_openapi_declares_the_chat_body_and_errors_have_openais_shape(server):
+    """Fault 6: /openapi.json holds the chat request and answer; 404 and 405 in OpenAI's error shape."""
+    url, _, _ = server
+    spec = httpx.get(f"{url}/openapi.json").json()
+    post = spec["paths"]["/v1/chat/completions"]["post"]
+    ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    fields = spec["components"]["schemas"][ref]["properties"]
+    assert {"model", "messages", "principles", "topk", "temperature", "stream"} <= set(fields)
+    assert "200" in post["responses"] and "400" in post["responses"]
+    for r in (httpx.get(f"{url}/v1/nothing"), httpx.get(f"{url}/v1/chat/completions")):
+        assert r.status_code in (404, 405) and r.headers["content-type"] == "application/json"
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    with pytest.raises(openai.NotFoundError):
+        client(url).completions.create(model="tiny", prompt="hi")  # no /v1/completions here
+
+
 # -- a server that is kept busy --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def long_model(tiny_dir, tiny_tokenizer):
-    """A tiny base with a long context, so that one row can be kept decoding for seconds."""
-    from pad.testing import save_tiny_model
-
-    return save_tiny_model(tiny_dir / "llama_long", "llama", seed=0, tokenizer=tiny_tokenizer, max_positions=8192)
-
 
 @pytest.fixture
 def busy_server(long_model):
@@ -228,6 +293,45 @@ def test_a_full_queue_gets_429_and_the_server_goes_on(busy_server):
         long.close()
         http.close()
     assert ask(url, "hi", max_tokens=4).usage.completion_tokens == 4
+
+
+@pytest.fixture
+def held_server(tiny_llama):
+    """Eight rows and four places in the queue, with the engine thread held at its next prefill until the
+    test lets it go: requests arrive "at once", before any is admitted."""
+    cfg = DecodeConfig(llm=str(tiny_llama), rm=None, max_new_tokens=8)
+    svc = build_service(cfg, max_batch=8, max_queue=4, max_tokens=8, name="tiny")
+    go = threading.Event()
+    real = svc.decoder.texts
+
+    def texts(req):
+        if threading.current_thread().name == "pad-engine":
+            go.wait(60)
+        return real(req)
+
+    svc.decoder.texts = texts
+    with running_server(svc) as url:
+        try:
+            yield url, go
+        finally:
+            go.set()
+
+
+def test_429_only_when_rows_and_queue_are_both_full(held_server):
+    """Fault 2: 12 simultaneous requests fit 8 rows + 4 queue places; the 13th gets 429 with Retry-After."""
+    url, go = held_server
+    with ThreadPoolExecutor(12) as pool:
+        first = pool.submit(ask, url, "hi", max_tokens=2)
+        wait_for(lambda: health(url)["waiting"] == 0 and not first.done(), "the first request to be taken")
+        rest = [pool.submit(ask, url, "hi", max_tokens=2) for _ in range(11)]
+        wait_for(lambda: health(url)["waiting"] == 11, "eleven requests to wait")
+        with pytest.raises(openai.RateLimitError, match="--max-queue 4") as e:
+            ask(url, "hi", max_tokens=2)
+        assert int(e.value.response.headers["retry-after"]) >= 1
+        go.set()
+        answers = [f.result() for f in [first, *rest]]
+    assert [a.usage.completion_tokens for a in answers] == [2] * 12
+    assert ask(url, "hi", max_tokens=2).usage.completion_tokens == 2
 
 
 def test_a_client_leaving_mid_stream_frees_its_row(busy_server):
