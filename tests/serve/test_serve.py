@@ -364,6 +364,22 @@ def test_a_failing_request_leaves_the_others_and_the_server(busy_server, monkeyp
     assert health(url)["status"] == "ok"
 
 
+def test_requests_are_tokenized_off_the_event_loop(busy_server, monkeypatch):
+    """Checking a prompt against the context renders and tokenizes it: not on the thread that runs the event
+    loop (`running_server`'s "pad-serve"), where it would hold up every other client's chunks."""
+    url, svc = busy_server
+    dec, threads = svc.decoder, []
+    real = dec.texts
+
+    def texts(req):
+        threads.append(threading.current_thread().name)
+        return real(req)
+
+    monkeypatch.setattr(dec, "texts", texts)
+    assert ask(url, "hi", max_tokens=2).usage.completion_tokens == 2
+    assert "pad-engine" in threads and "pad-serve" not in threads and len(threads) == 2, threads
+
+
 def test_a_client_giving_up_on_a_plain_request_frees_its_row(busy_server):
     url, _ = busy_server
     before = health(url)
