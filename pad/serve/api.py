@@ -41,7 +41,7 @@ from pad.serve.worker import Job, QueueFull, ShuttingDown, Worker, async_notifie
 log = logging.getLogger("pad.serve")
 
 # OpenAI's fields that PAD has no use for beyond their default value, and that value.
-NEUTRAL = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0, "logprobs": False}
+NEUTRAL = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0}
 # float32 holds temperatures far below this, but the guided scores divided by them overflow: the row would
 # silently become greedy (and, below float32's range, drop its principles).
 MIN_TEMPERATURE = 0.01
@@ -84,6 +84,7 @@ class ChatOptions:
     stops: list[str]
     prompt_tokens: int  # the base's prompt
     persrm_prompt_tokens: int  # every PersRM sequence of one row
+    logprobs: int | None = None  # None: none asked for; n: each token's and the n likeliest
 
 
 def _finite(v: float) -> bool:
@@ -166,8 +167,10 @@ def parse_chat(body: ChatRequest, svc: Service) -> tuple[list[DecodeRequest], Ch
         if v is not None and v != neutral:
             why = " (PAD samples over the top-k candidates: use topk)" if name == "top_p" else ""
             raise BadRequest(f"{name}={v!r} is not supported, only {neutral!r}{why}", name)
-    if body.top_logprobs is not None:
-        raise BadRequest("top_logprobs is only allowed with logprobs: true, which pad does not support", "top_logprobs")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise BadRequest("top_logprobs is only allowed with logprobs: true", "top_logprobs")
+    if body.top_logprobs is not None and not 0 <= body.top_logprobs <= 20:
+        raise BadRequest(f"top_logprobs must be a whole number from 0 to 20, got {body.top_logprobs}", "top_logprobs")
     n = 1 if body.n is None else body.n
     if not 1 <= n <= svc.worker.max_batch:
         raise BadRequest(f"n must be a whole number from 1 to {svc.worker.max_batch} (--max-batch), got {n!r}", "n")
@@ -218,7 +221,8 @@ def parse_chat(body: ChatRequest, svc: Service) -> tuple[list[DecodeRequest], Ch
             for i in range(n)]
     prompt_tokens, persrm_tokens = _check_context(svc, reqs[0], cap, cap_name)
     include_usage = body.stream_options is not None and body.stream_options.include_usage
-    return reqs, ChatOptions(stream, include_usage, stops, prompt_tokens, persrm_tokens)
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    return reqs, ChatOptions(stream, include_usage, stops, prompt_tokens, persrm_tokens, logprobs)
 
 
 def _check_context(svc: Service, req: DecodeRequest, cap: int | None, cap_name: str) -> tuple[int, int]:
@@ -378,7 +382,8 @@ def create_app(svc: Service):
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         jobs = [Job(id=cid if len(reqs) == 1 else f"{cid}-{i}", request=r, tokenizer=svc.decoder.tok,
                     eos=svc.end_ids, stops=opts.stops, prompt_tokens=opts.prompt_tokens,
-                    notify=async_notifier(loop, queue, i), metrics=svc.metrics) for i, r in enumerate(reqs)]
+                    notify=async_notifier(loop, queue, i), metrics=svc.metrics, logprobs=opts.logprobs)
+                for i, r in enumerate(reqs)]
         try:
             svc.worker.submit(jobs)
         except QueueFull as e:
@@ -395,6 +400,7 @@ def create_app(svc: Service):
             return StreamingResponse(_sse(svc, jobs, queue, head, opts), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         parts: list[list[str]] = [[] for _ in jobs]
+        logprobs: list[list[dict]] = [[] for _ in jobs]
         reasons: list[str | None] = [None] * len(jobs)
         checked = time.monotonic()
         try:
@@ -411,6 +417,8 @@ def create_app(svc: Service):
                     continue
                 if kind == "text":
                     parts[i].append(value)
+                elif kind == "logprobs":
+                    logprobs[i] += value
                 elif kind == "end":
                     reasons[i] = value
                 else:
@@ -423,8 +431,9 @@ def create_app(svc: Service):
             return _error("the server shut down before the answer was complete (its --drain-seconds ran out); "
                           "retry", 503, kind="server_error", headers={"Retry-After": "5"})
         return {**head, "object": "chat.completion",
-                "choices": [{"index": i, "message": {"role": "assistant", "content": "".join(p)},
-                             "finish_reason": r, "logprobs": None} for i, (p, r) in enumerate(zip(parts, reasons))],
+                "choices": [{"index": i, "message": {"role": "assistant", "content": "".join(parts[i])},
+                             "finish_reason": r, "logprobs": None if opts.logprobs is None else {"content": logprobs[i]}}
+                            for i, r in enumerate(reasons)],
                 "usage": _usage(jobs, opts), "pad": pad_info}
 
     return app
@@ -440,19 +449,22 @@ async def _sse(svc: Service, jobs: list[Job], queue: asyncio.Queue, head: dict, 
     """Server-sent events in OpenAI's chunk format, then [DONE]; every choice ends with a finish reason
     ("abort" when the server's drain ran out). A client that leaves cancels the rows."""
 
-    def chunk(i: int, delta: dict, reason: str | None = None) -> str:
+    def chunk(i: int, delta: dict, reason: str | None = None, logprobs: list[dict] | None = None) -> str:
         obj = {**head, "object": "chat.completion.chunk",
-               "choices": [{"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}]}
+               "choices": [{"index": i, "delta": delta, "finish_reason": reason,
+                            "logprobs": None if logprobs is None else {"content": logprobs}}]}
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
     try:
         for i in range(len(jobs)):
             yield chunk(i, {"role": "assistant", "content": ""})
-        open_ = len(jobs)
+        open_, pending = len(jobs), {}
         while open_:
             i, kind, value = await queue.get()
-            if kind == "text":
-                yield chunk(i, {"content": value})
+            if kind == "logprobs":
+                pending[i] = value  # the tokens of the text that comes next
+            elif kind == "text":
+                yield chunk(i, {"content": value}, logprobs=pending.pop(i, None))
             elif kind == "end":
                 yield chunk(i, {}, value)
                 open_ -= 1

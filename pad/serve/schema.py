@@ -51,8 +51,9 @@ class ChatRequest(Strict):
     top_p: float | None = Field(None, description="only 1 (PAD samples over its top-k candidates: topk)")
     presence_penalty: float | None = Field(None, description="only 0")
     frequency_penalty: float | None = Field(None, description="only 0")
-    logprobs: bool | None = Field(None, description="only false")
-    top_logprobs: int | None = Field(None, description="not supported (only with logprobs)")
+    logprobs: bool | None = Field(None, description="each token's log-probability under the guided distribution "
+                                                    "pad chose it from, and (base_logprob) the base model's")
+    top_logprobs: int | None = Field(None, description="0 to 20 likeliest candidates per token (with logprobs)")
     user: str | None = None  # ignored
     metadata: dict[str, str] | None = None  # ignored
     store: bool | None = None  # ignored
@@ -74,11 +75,27 @@ class AnswerMessage(Open):
     content: str
 
 
+class TokenLogprob(Open):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChosenLogprob(TokenLogprob):
+    top_logprobs: list[TokenLogprob]
+    base_logprob: float = Field(description="PAD: the base model's log-probability of the token")
+    base_top_logprobs: list[TokenLogprob] = Field(description="PAD: the base's likeliest candidates")
+
+
+class Logprobs(Open):
+    content: list[ChosenLogprob]
+
+
 class Choice(Open):
     index: int
     message: AnswerMessage
     finish_reason: str
-    logprobs: None = None
+    logprobs: Logprobs | None = None
 
 
 class Usage(Open):

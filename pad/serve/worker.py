@@ -30,8 +30,11 @@ class ShuttingDown(Exception):
     """The server is draining: it takes no new requests."""
 
 
-# what a job receives, in order: any number of ("text", delta), then one ("end", finish_reason) or ("error", msg)
-Event = tuple[str, str]
+# what a job receives, in order: any number of ("text", delta), each after ("logprobs", entries) of the tokens
+# that made it when the job asked for them, then one ("end", finish_reason) or ("error", msg)
+Event = tuple[str, object]
+# OpenAI's stand-in for a log-probability of -inf (JSON has no infinity)
+FLOOR = -9999.0
 
 
 @dataclass
@@ -54,6 +57,8 @@ class Job:
     first_token: float | None = None
     finished_at: float | None = None
     metrics: object | None = None  # a `pad.serve.metrics.Metrics`, told of first tokens and ends
+    logprobs: int | None = None  # None: not asked for; n: each token's log-probability and the n likeliest
+    _pending: list[dict] = field(default_factory=list)  # log-probabilities of tokens whose text is not sent yet
 
     # -- text as it grows (worker thread) ----------------------------------------------------------
 
@@ -76,6 +81,25 @@ class Job:
         self._send(_stable_part(text, self.stops))
         return False
 
+    def add_logprobs(self, token: int, cand, guided, base) -> None:
+        """Record the chosen token's log-probability among the row's candidates (k,) under the distribution it
+        was chosen from (`guided`), and the base model's (`base`, an extension field), with the likeliest."""
+        if self.ended is not None or token in self.eos:
+            return
+        c, lp = cand.tolist(), {"guided": guided.tolist(), "base": base.tolist()}
+        i = c.index(token)
+
+        def item(t: int, v: float) -> dict:
+            text = self.tokenizer.decode([t])
+            return {"token": text, "logprob": max(v, FLOOR), "bytes": list(text.encode())}
+
+        def top(which: str) -> list[dict]:
+            best = sorted(range(len(c)), key=lambda j: -lp[which][j])[: self.logprobs]
+            return [item(c[j], lp[which][j]) for j in best]
+
+        self._pending.append({**item(token, lp["guided"][i]), "top_logprobs": top("guided"),
+                              "base_logprob": max(lp["base"][i], FLOOR), "base_top_logprobs": top("base")})
+
     def finish(self, result: DecodeResult) -> None:
         """The engine's last word on the row (ignored if a stop string ended it first)."""
         if self.ended is not None:
@@ -89,6 +113,9 @@ class Job:
 
     def _send(self, text: str) -> None:
         if text.startswith(self.sent) and len(text) > len(self.sent):
+            if self._pending:
+                self.notify(("logprobs", self._pending))
+                self._pending = []
             self.notify(("text", text[len(self.sent):]))
             self.sent = text
 
@@ -241,9 +268,11 @@ class Worker:
             if not batch.live:
                 self._collect(batch.finished())
                 continue
+            batch.keep_distributions = any(j.logprobs is not None for j in self._live.values())
             try:
                 done = batch.step()
                 made = batch.new_tokens()
+                dists = batch.distributions() if batch.keep_distributions else {}
             except Exception as e:  # the batch is unusable: fail its rows, start a fresh one, keep serving
                 log.exception("decoding step failed")
                 for job in self._live.values():
@@ -253,6 +282,8 @@ class Worker:
                 continue
             for key, token in made:
                 job = self._live.get(key)
+                if key in dists and job is not None and job.logprobs is not None:
+                    job.add_logprobs(token, *dists[key])
                 if self.metrics is not None and job is not None and job.ended is None:
                     self.metrics.tokens.inc()
                 if job is not None and job.add_token(token):

@@ -253,6 +253,49 @@ def test_openapi_declares_the_chat_body_and_errors_have_openais_shape(server):
         client(url).completions.create(model="tiny", prompt="hi")  # no /v1/completions here
 
 
+def test_logprobs_are_the_guided_distributions_and_the_bases(server):
+    """logprobs: each token's log-probability under the distribution PAD chose it from (softmax of the guided
+    score over the top-k candidates), the likeliest candidates, and the base's (extension fields)."""
+    import math
+
+    url, _, _ = server
+    got = ask(url, BREAD, ["humor=1.5"], max_tokens=12, temperature=0, topk=5, logprobs=True, top_logprobs=5)
+    content = got.choices[0].logprobs.content
+    assert len(content) == got.usage.completion_tokens - (got.choices[0].finish_reason == "stop")
+    for e in content:  # greedy: the chosen token ranks first
+        assert e.top_logprobs[0].token == e.token and e.top_logprobs[0].logprob == e.logprob
+        assert abs(sum(math.exp(t.logprob) for t in e.top_logprobs) - 1) < 1e-4  # all 5 candidates
+        assert e.model_extra["base_logprob"] <= 0 and len(e.model_extra["base_top_logprobs"]) == 5
+    base_first = [e.model_extra["base_top_logprobs"][0]["token"] == e.token for e in content]
+    assert not all(base_first)  # the principle changed some choice: not the base's argmax everywhere
+    # vanilla: the guided distribution is the base's renormalized over its top k, the same order
+    plain = ask(url, BREAD, [], max_tokens=6, temperature=0, topk=5, logprobs=True, top_logprobs=5)
+    for e in plain.choices[0].logprobs.content:
+        gaps = {round(g.logprob - b["logprob"], 4) for g, b in zip(e.top_logprobs, e.model_extra["base_top_logprobs"])}
+        assert len(gaps) == 1 and [g.token for g in e.top_logprobs] == [b["token"] for b in e.model_extra["base_top_logprobs"]]
+    # streamed: the same entries, with the chunks that carry their text
+    chunks = list(ask(url, BREAD, ["humor=1.5"], max_tokens=12, temperature=0, topk=5, logprobs=True,
+                      top_logprobs=5, stream=True))
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content]
+    assert ask(url, BREAD, ["humor=1.5"], max_tokens=2).choices[0].logprobs is None  # only when asked
+
+
+def test_sampled_logprobs_are_at_the_rows_temperature(server):
+    import math
+
+    url, _, _ = server
+    hot = ask(url, CATS, ["harmless=1"], max_tokens=8, temperature=1.7, seed=3, topk=4, logprobs=True,
+              top_logprobs=4).choices[0]
+    for e in hot.logprobs.content:
+        assert e.token in [t.token for t in e.top_logprobs]
+        assert abs(sum(math.exp(t.logprob) for t in e.top_logprobs) - 1) < 1e-4
+    cold = ask(url, CATS, ["harmless=1"], max_tokens=8, temperature=0.3, seed=3, topk=4, logprobs=True,
+               top_logprobs=4).choices[0]
+    # a lower temperature sharpens the same kind of distribution: its first candidate is likelier
+    assert cold.logprobs.content[0].top_logprobs[0].logprob > hot.logprobs.content[0].top_logprobs[0].logprob
+
+
 # -- a server that is kept busy --------------------------------------------------------------------------------
 
 @pytest.fixture
