@@ -34,8 +34,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pad.decode.config import MODE_ALIASES, DecodeConfig
 from pad.decode.engine import DecodeRequest, PADDecoder, SamplingSettings, context_size
 from pad.principles import Principle
+from pad.serve.decoder import RawPrompt
 from pad.serve.metrics import Metrics
-from pad.serve.schema import ChatCompletion, ChatMessage, ChatRequest, Error, ModelList, WeightedPrinciple
+from pad.serve.schema import (
+    ChatCompletion,
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    CompletionRequest,
+    Error,
+    ModelList,
+    WeightedPrinciple,
+)
 from pad.serve.worker import Job, QueueFull, ShuttingDown, Worker, async_notifier
 
 log = logging.getLogger("pad.serve")
@@ -49,7 +59,7 @@ MIN_TEMPERATURE = 0.01
 # its prompts (gather_prompts in pad/decode/run.py: "cli-0", "cli-1", ...), so choice i of a request with
 # seed S is what `pad decode --seed S` writes for the (i+1)-th of as many `--prompt P`.
 ROW_ID = "cli-{}"
-ROUTES = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/docs", "/openapi.json")
+ROUTES = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/docs", "/openapi.json")
 
 
 class BadRequest(Exception):
@@ -85,6 +95,7 @@ class ChatOptions:
     prompt_tokens: int  # the base's prompt
     persrm_prompt_tokens: int  # every PersRM sequence of one row
     logprobs: int | None = None  # None: none asked for; n: each token's and the n likeliest
+    chat: bool = True  # a chat completion, else a plain one (/v1/completions)
 
 
 def _finite(v: float) -> bool:
@@ -159,32 +170,61 @@ def parse_principles(value: str | list[str | WeightedPrinciple], default_weight:
 def parse_chat(body: ChatRequest, svc: Service) -> tuple[list[DecodeRequest], ChatOptions]:
     """Check a chat body's values; the requests the engine runs (one per choice) and how to answer them.
     Tokenizes the prompts (to check them against the context): call it off the event loop."""
+    _check_model(body, svc)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise BadRequest("top_logprobs is only allowed with logprobs: true", "top_logprobs")
+    if body.top_logprobs is not None and not 0 <= body.top_logprobs <= 20:
+        raise BadRequest(f"top_logprobs must be a whole number from 0 to 20, got {body.top_logprobs}", "top_logprobs")
+    reqs, opts = _parse_settings(body, svc, parse_messages(body.messages), body.max_completion_tokens)
+    opts.logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    return reqs, opts
+
+
+def parse_completion(body: CompletionRequest, svc: Service) -> tuple[list[DecodeRequest], ChatOptions]:
+    """As `parse_chat`, for a plain prompt (no chat template)."""
+    _check_model(body, svc)
+    for name, neutral in (("echo", False), ("best_of", 1), ("suffix", None), ("logprobs", None)):
+        v = getattr(body, name)
+        if v is not None and v != neutral:
+            why = "; ask /v1/chat/completions for logprobs" if name == "logprobs" else ""
+            raise BadRequest(f"{name}={v!r} is not supported on /v1/completions, only {neutral!r}{why}", name)
+    prompt = body.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise BadRequest(f"prompt must be one string (or a list of one), got a list of {len(prompt)}", "prompt")
+        prompt = prompt[0]
+    reqs, opts = _parse_settings(body, svc, RawPrompt(prompt), None)
+    opts.chat = False
+    return reqs, opts
+
+
+def _check_model(body, svc: Service) -> None:
     if body.model != svc.model_id:
         raise BadRequest(f"model {body.model!r} is not served here; this server serves {svc.model_id!r}", "model",
                          status=404, kind="model_not_found")
+
+
+def _parse_settings(body: ChatRequest | CompletionRequest, svc: Service, prompt, max_completion_tokens: int | None
+                    ) -> tuple[list[DecodeRequest], ChatOptions]:
+    """The fields chat and plain completions share: sampling, PAD's own, stops, streaming."""
     for name, neutral in NEUTRAL.items():
         v = getattr(body, name)
         if v is not None and v != neutral:
             why = " (PAD samples over the top-k candidates: use topk)" if name == "top_p" else ""
             raise BadRequest(f"{name}={v!r} is not supported, only {neutral!r}{why}", name)
-    if body.top_logprobs is not None and not body.logprobs:
-        raise BadRequest("top_logprobs is only allowed with logprobs: true", "top_logprobs")
-    if body.top_logprobs is not None and not 0 <= body.top_logprobs <= 20:
-        raise BadRequest(f"top_logprobs must be a whole number from 0 to 20, got {body.top_logprobs}", "top_logprobs")
     n = 1 if body.n is None else body.n
     if not 1 <= n <= svc.worker.max_batch:
         raise BadRequest(f"n must be a whole number from 1 to {svc.worker.max_batch} (--max-batch), got {n!r}", "n")
     d = svc.defaults
-    messages = parse_messages(body.messages)
 
-    for name in ("max_tokens", "max_completion_tokens"):  # both checked, though the second wins
-        v = getattr(body, name)
+    for name, v in (("max_tokens", body.max_tokens), ("max_completion_tokens", max_completion_tokens)):
+        # both checked, though the second wins
         if v is not None and v < 1:
             raise BadRequest(f"{name} must be a whole number >= 1, got {v!r}", name)
         if v is not None and v > svc.max_tokens:
             raise BadRequest(f"{name}={v} is above this server's cap of {svc.max_tokens} tokens (--max-tokens)", name)
-    cap_name = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
-    cap = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    cap_name = "max_completion_tokens" if max_completion_tokens is not None else "max_tokens"
+    cap = max_completion_tokens if max_completion_tokens is not None else body.max_tokens
 
     mode, temperature = d.mode, d.temperature
     t = body.temperature
@@ -217,12 +257,11 @@ def parse_chat(body: ChatRequest, svc: Service) -> tuple[list[DecodeRequest], Ch
 
     settings = SamplingSettings(topk=topk, mode=mode, temperature=temperature,
                                 max_new_tokens=cap or min(d.max_new_tokens, svc.max_tokens), seed=seed)
-    reqs = [DecodeRequest(messages, principles, id=ROW_ID.format(i), settings=settings, reference=reference)
+    reqs = [DecodeRequest(prompt, principles, id=ROW_ID.format(i), settings=settings, reference=reference)
             for i in range(n)]
     prompt_tokens, persrm_tokens = _check_context(svc, reqs[0], cap, cap_name)
     include_usage = body.stream_options is not None and body.stream_options.include_usage
-    logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    return reqs, ChatOptions(stream, include_usage, stops, prompt_tokens, persrm_tokens, logprobs)
+    return reqs, ChatOptions(stream, include_usage, stops, prompt_tokens, persrm_tokens)
 
 
 def _check_context(svc: Service, req: DecodeRequest, cap: int | None, cap_name: str) -> tuple[int, int]:
@@ -376,10 +415,17 @@ def create_app(svc: Service):
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=errors)
     async def chat(body: ChatRequest, request: Request):
         """A chat completion; with `stream: true`, server-sent events of `chat.completion.chunk` objects."""
-        reqs, opts = await run_in_threadpool(parse_chat, body, svc)  # tokenizing: not on the event loop
+        return await answer(request, *await run_in_threadpool(parse_chat, body, svc))  # tokenizing: off the loop
+
+    @app.post("/v1/completions", response_model=Completion, responses=errors)
+    async def completions(body: CompletionRequest, request: Request):
+        """A plain completion of `prompt` (no chat template); with `stream: true`, server-sent events."""
+        return await answer(request, *await run_in_threadpool(parse_completion, body, svc))
+
+    async def answer(request: Request, reqs: list[DecodeRequest], opts: ChatOptions):
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        cid = f"{'chatcmpl' if opts.chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         jobs = [Job(id=cid if len(reqs) == 1 else f"{cid}-{i}", request=r, tokenizer=svc.decoder.tok,
                     eos=svc.end_ids, stops=opts.stops, prompt_tokens=opts.prompt_tokens,
                     notify=async_notifier(loop, queue, i), metrics=svc.metrics, logprobs=opts.logprobs)
@@ -430,10 +476,14 @@ def create_app(svc: Service):
         if "abort" in reasons:
             return _error("the server shut down before the answer was complete (its --drain-seconds ran out); "
                           "retry", 503, kind="server_error", headers={"Retry-After": "5"})
-        return {**head, "object": "chat.completion",
-                "choices": [{"index": i, "message": {"role": "assistant", "content": "".join(parts[i])},
-                             "finish_reason": r, "logprobs": None if opts.logprobs is None else {"content": logprobs[i]}}
-                            for i, r in enumerate(reasons)],
+        if opts.chat:
+            choices = [{"index": i, "message": {"role": "assistant", "content": "".join(parts[i])}, "finish_reason": r,
+                        "logprobs": None if opts.logprobs is None else {"content": logprobs[i]}}
+                       for i, r in enumerate(reasons)]
+        else:
+            choices = [{"index": i, "text": "".join(parts[i]), "finish_reason": r, "logprobs": None}
+                       for i, r in enumerate(reasons)]
+        return {**head, "object": "chat.completion" if opts.chat else "text_completion", "choices": choices,
                 "usage": _usage(jobs, opts), "pad": pad_info}
 
     return app
@@ -449,14 +499,16 @@ async def _sse(svc: Service, jobs: list[Job], queue: asyncio.Queue, head: dict, 
     """Server-sent events in OpenAI's chunk format, then [DONE]; every choice ends with a finish reason
     ("abort" when the server's drain ran out). A client that leaves cancels the rows."""
 
+    what = "chat.completion.chunk" if opts.chat else "text_completion"
+
     def chunk(i: int, delta: dict, reason: str | None = None, logprobs: list[dict] | None = None) -> str:
-        obj = {**head, "object": "chat.completion.chunk",
-               "choices": [{"index": i, "delta": delta, "finish_reason": reason,
-                            "logprobs": None if logprobs is None else {"content": logprobs}}]}
-        return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+        lp = None if logprobs is None else {"content": logprobs}
+        choice = ({"index": i, "delta": delta, "finish_reason": reason, "logprobs": lp} if opts.chat else
+                  {"index": i, "text": delta.get("content", ""), "finish_reason": reason, "logprobs": None})
+        return f"data: {json.dumps({**head, 'object': what, 'choices': [choice]}, ensure_ascii=False)}\n\n"
 
     try:
-        for i in range(len(jobs)):
+        for i in range(len(jobs) if opts.chat else 0):  # the role first, as OpenAI's chat streams do
             yield chunk(i, {"role": "assistant", "content": ""})
         open_, pending = len(jobs), {}
         while open_:
@@ -473,7 +525,7 @@ async def _sse(svc: Service, jobs: list[Job], queue: asyncio.Queue, head: dict, 
                 break
         else:
             if opts.include_usage:
-                obj = {**head, "object": "chat.completion.chunk", "choices": [], "usage": _usage(jobs, opts)}
+                obj = {**head, "object": what, "choices": [], "usage": _usage(jobs, opts)}
                 yield f"data: {json.dumps(obj)}\n\n"
         yield "data: [DONE]\n\n"
     finally:

@@ -35,13 +35,11 @@ class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class ChatRequest(Strict):
-    """OpenAI's chat body, the fields pad reads, and PAD's own at the top level."""
+class Sampling(Strict):
+    """The fields chat and plain completions share: OpenAI's that pad reads, and PAD's own at the top level."""
 
     model: str
-    messages: list[ChatMessage]
     max_tokens: int | None = None
-    max_completion_tokens: int | None = None
     temperature: float | None = Field(None, description="0: greedy; >= 0.01: sampling over the top-k candidates")
     seed: int | None = None
     stream: bool | None = None
@@ -51,17 +49,34 @@ class ChatRequest(Strict):
     top_p: float | None = Field(None, description="only 1 (PAD samples over its top-k candidates: topk)")
     presence_penalty: float | None = Field(None, description="only 0")
     frequency_penalty: float | None = Field(None, description="only 0")
-    logprobs: bool | None = Field(None, description="each token's log-probability under the guided distribution "
-                                                    "pad chose it from, and (base_logprob) the base model's")
-    top_logprobs: int | None = Field(None, description="0 to 20 likeliest candidates per token (with logprobs)")
     user: str | None = None  # ignored
-    metadata: dict[str, str] | None = None  # ignored
-    store: bool | None = None  # ignored
     principles: str | list[str | WeightedPrinciple] | None = Field(
         None, description="['concise=1', 'humor'] or [{'name': 'concise', 'weight': 1}]; [] is vanilla")
     topk: int | None = Field(None, description="candidates per step")
     reference: Literal["base", "persrm", "prompted-base"] | None = None
-    mode: Literal["greedy", "sample"] | None = None
+    mode: Literal["greedy", "sample", "topk"] | None = None
+
+
+class ChatRequest(Sampling):
+    """OpenAI's chat body, the fields pad reads, and PAD's own at the top level."""
+
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = Field(None, description="each token's log-probability under the guided distribution "
+                                                    "pad chose it from, and (base_logprob) the base model's")
+    top_logprobs: int | None = Field(None, description="0 to 20 likeliest candidates per token (with logprobs)")
+    metadata: dict[str, str] | None = None  # ignored
+    store: bool | None = None  # ignored
+
+
+class CompletionRequest(Sampling):
+    """A plain completion: the prompt is read without the chat template (the principle prompt wraps it)."""
+
+    prompt: str | list[str] = Field(description="one prompt (a list of one string is accepted)")
+    logprobs: int | None = Field(None, description="not supported here (use chat completions)")
+    echo: bool | None = Field(None, description="only false")
+    best_of: int | None = Field(None, description="only 1")
+    suffix: str | None = Field(None, description="not supported")
 
 
 # -- answers ---------------------------------------------------------------------------------------------------
@@ -120,6 +135,23 @@ class ChatCompletion(Open):
     created: int
     model: str
     choices: list[Choice]
+    usage: Usage
+    pad: PadInfo
+
+
+class TextChoice(Open):
+    index: int
+    text: str
+    finish_reason: str
+    logprobs: None = None
+
+
+class Completion(Open):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
     usage: Usage
     pad: PadInfo
 

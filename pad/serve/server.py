@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from pad.decode.config import DecodeConfig
-from pad.decode.engine import PADDecoder, SamplingSettings
+from pad.decode.engine import SamplingSettings
 from pad.errors import PadError
 from pad.serve.api import Service, create_app
+from pad.serve.decoder import ServeDecoder
 from pad.serve.worker import Worker
 
 log = logging.getLogger("pad.serve")
@@ -43,7 +44,7 @@ def build_service(cfg: DecodeConfig, max_batch: int = 8, max_queue: int = 64, ma
             models = Models(cfg, need_rm=False)
     if cfg.base_sees_principles is None:
         cfg = replace(cfg, base_sees_principles=models.base_sees_principles)
-    decoder = PADDecoder(models.base, models.tok, models.rm, models.rm_tok, template=cfg.template,
+    decoder = ServeDecoder(models.base, models.tok, models.rm, models.rm_tok, template=cfg.template,
                          reference=cfg.reference, base_sees_principles=cfg.base_sees_principles)
     settings = SamplingSettings(topk=cfg.topk, mode=cfg.mode, temperature=cfg.temperature,
                                 max_new_tokens=min(cfg.max_new_tokens, max_tokens), seed=cfg.seed)

@@ -249,8 +249,6 @@ def test_openapi_declares_the_chat_body_and_errors_have_openais_shape(server):
     for r in (httpx.get(f"{url}/v1/nothing"), httpx.get(f"{url}/v1/chat/completions")):
         assert r.status_code in (404, 405) and r.headers["content-type"] == "application/json"
         assert set(r.json()["error"]) == {"message", "type", "param", "code"}
-    with pytest.raises(openai.NotFoundError):
-        client(url).completions.create(model="tiny", prompt="hi")  # no /v1/completions here
 
 
 def test_logprobs_are_the_guided_distributions_and_the_bases(server):
@@ -294,6 +292,33 @@ def test_sampled_logprobs_are_at_the_rows_temperature(server):
                top_logprobs=4).choices[0]
     # a lower temperature sharpens the same kind of distribution: its first candidate is likelier
     assert cold.logprobs.content[0].top_logprobs[0].logprob > hot.logprobs.content[0].top_logprobs[0].logprob
+
+
+def test_plain_completions_read_the_prompt_without_the_chat_template(server, tiny_llama):
+    """/v1/completions: vanilla and greedy, the tokens transformers' own greedy `generate` makes from the bare
+    prompt; with principles, guided (another text); streamed, the same text."""
+    from transformers import AutoModelForCausalLM
+
+    url, models, _ = server
+    prompt = "Once upon a time"
+    got = client(url).completions.create(model="tiny", prompt=prompt, max_tokens=10, temperature=0,
+                                         extra_body={"principles": []})
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    ids = models.tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    out = base.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=models.tok.pad_token_id)
+    assert got.object == "text_completion"
+    assert got.choices[0].text == models.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert got.usage.prompt_tokens == ids.shape[1]
+    guided = client(url).completions.create(model="tiny", prompt=[prompt], max_tokens=10, temperature=0,
+                                            extra_body={"principles": ["humor=2"]})
+    assert guided.choices[0].text != got.choices[0].text and guided.usage.model_extra["persrm_prompt_tokens"] > 0
+    streamed = list(client(url).completions.create(model="tiny", prompt=prompt, max_tokens=10, temperature=0,
+                                                   stream=True, extra_body={"principles": ["humor=2"]}))
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == guided.choices[0].text
+    assert streamed[-1].choices[0].finish_reason in ("stop", "length")
+    for bad, param in (({"echo": True}, "echo"), ({"prompt": ["a", "b"]}, "prompt"), ({"logprobs": 2}, "logprobs")):
+        r = httpx.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": prompt, **bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
 
 
 # -- a server that is kept busy --------------------------------------------------------------------------------
