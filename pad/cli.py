@@ -313,10 +313,10 @@ def serve(
     """An OpenAI-compatible server where every request brings its own principles.
 
     POST /v1/chat/completions takes OpenAI's chat body (messages, max_tokens, temperature, seed, stream,
-    stop) and PAD's own fields at its top level: principles ([{"name": "concise", "weight": 1}] or
+    stop, n, logprobs) and PAD's own fields at its top level: principles ([{"name": "concise", "weight": 1}] or
     ["concise=1"]), topk, reference, mode. Requests are batched continuously: a request joins the running
-    batch at the next step and leaves it as it ends. GET /v1/models, GET /health, GET /metrics (Prometheus),
-    GET /docs.
+    batch at the next step and leaves it as it ends. POST /v1/completions (a plain prompt, no chat
+    template), GET /v1/models, GET /health, GET /metrics (Prometheus), GET /docs.
 
     With no arguments, serves the embedded default (SmolLM2-135M-Instruct and the shipped PersRM) on
     127.0.0.1:8000. From Python, with the official client:
