@@ -65,6 +65,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """What to tell the user who serves beyond this machine without a key (None: nothing)."""
+    if api_key is None and not is_loopback(host):
+        return (f"serving on {host} without an API key: anyone who can reach the port can use it "
+                "(set --api-key or PAD_API_KEY)")
+    return None
+
+
 def _uvicorn_server_class():
     import uvicorn
 
@@ -112,9 +120,9 @@ def uvicorn_server(svc: Service, host: str = "127.0.0.1", port: int = 8000, drai
 def serve(svc: Service, host: str = "127.0.0.1", port: int = 8000, drain_seconds: float = 30.0) -> None:
     """Serve until Ctrl-C or SIGTERM: then stop taking requests, let live ones finish for up to
     `drain_seconds`, end what is left with a well-formed answer, and return."""
-    if svc.api_key is None and not is_loopback(host):
-        log.warning("serving on %s without an API key: anyone who can reach the port can use it "
-                    "(set --api-key or PAD_API_KEY)", host)
+    warning = exposure_warning(host, svc.api_key)
+    if warning:
+        log.warning(warning)
     server = uvicorn_server(svc, host, port, drain_seconds)
     try:
         server.run()

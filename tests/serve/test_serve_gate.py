@@ -12,7 +12,7 @@ from test_serve import wait_for
 
 from pad.decode.config import DecodeConfig
 from pad.serve import build_service, running_server
-from pad.serve.server import is_loopback
+from pad.serve.server import exposure_warning, is_loopback
 
 KEY = "sk-pad-test-0123456789"
 
@@ -71,9 +71,11 @@ def test_a_body_over_the_limit_gets_413_and_the_server_goes_on(keyed):
     assert chat(url, KEY).usage.completion_tokens == 3
 
 
-def test_binding_beyond_loopback_is_told_apart():
+def test_binding_beyond_loopback_without_a_key_warns():
     assert all(map(is_loopback, ("127.0.0.1", "127.0.0.2", "::1", "localhost")))
     assert not any(map(is_loopback, ("0.0.0.0", "::", "192.168.1.2", "example.org")))
+    assert "without an API key" in exposure_warning("0.0.0.0", None)
+    assert exposure_warning("0.0.0.0", KEY) is None and exposure_warning("127.0.0.1", None) is None
 
 
 @pytest.fixture(scope="module")
