@@ -378,16 +378,26 @@ def held_server(tiny_llama):
         return real(req)
 
     svc.decoder.texts = texts
+    sizes = []  # the number of requests each prefill admits
+    make_batch = svc.decoder.batch
+
+    def batch(settings=None):
+        b = make_batch(settings)
+        admit = b.admit
+        b.admit = lambda reqs, first=0: (sizes.append(len(reqs)), admit(reqs, first))[1]
+        return b
+
+    svc.decoder.batch = batch
     with running_server(svc) as url:
         try:
-            yield url, go
+            yield url, go, sizes
         finally:
             go.set()
 
 
 def test_429_only_when_rows_and_queue_are_both_full(held_server):
     """Fault 2: 12 simultaneous requests fit 8 rows + 4 queue places; the 13th gets 429 with Retry-After."""
-    url, go = held_server
+    url, go, _ = held_server
     with ThreadPoolExecutor(12) as pool:
         first = pool.submit(ask, url, "hi", max_tokens=2)
         wait_for(lambda: health(url)["waiting"] == 0 and not first.done(), "the first request to be taken")
@@ -400,6 +410,20 @@ def test_429_only_when_rows_and_queue_are_both_full(held_server):
         answers = [f.result() for f in [first, *rest]]
     assert [a.usage.completion_tokens for a in answers] == [2] * 12
     assert ask(url, "hi", max_tokens=2).usage.completion_tokens == 2
+
+
+def test_arrivals_waiting_at_a_step_join_in_one_prefill(held_server):
+    """Requests that arrive while the engine is busy join the batch together, one `admit` (one prefill per
+    model) for all that fit, instead of one prefill each holding up a step of the others."""
+    url, go, sizes = held_server
+    with ThreadPoolExecutor(12) as pool:
+        first = pool.submit(ask, url, "hi", max_tokens=2)
+        wait_for(lambda: sizes == [1], "the first request to be taken")
+        rest = [pool.submit(ask, url, BREAD, max_tokens=2) for _ in range(11)]
+        wait_for(lambda: health(url)["waiting"] == 11, "eleven requests to wait")
+        go.set()
+        assert all(f.result().usage.completion_tokens == 2 for f in [first, *rest])
+    assert sizes[:2] == [1, 7] and sum(sizes) == 12, sizes  # then the 4 that waited for rows
 
 
 def test_a_client_leaving_mid_stream_frees_its_row(busy_server):
