@@ -7,7 +7,8 @@ after another, so every run is bounded. Client c asks with principle concise / h
 weight 0.5, 1.0 or 1.5 (c mod 3 again); requests are greedy, k = 10. Reported per concurrency level:
 requests/s and tokens/s over the level's wall time, latency p50/p95 (request sent to its last event) and
 time to first token p50/p95. "offline static" decodes the same requests in the process after the server
-has stopped, in static batches of the level's size (`PADDecoder.generate`), for comparison.
+has stopped, in static batches of the level's size (`PADDecoder.generate`), for comparison; "ratio" is the
+server's tokens/s over the offline's.
 
     python benchmarks/serve_load.py                               # tiny fixtures
     python benchmarks/serve_load.py --models smollm2 --json benchmarks/results/serve_load.json
@@ -165,14 +166,15 @@ def main():
         for row in rows:
             tokens, secs = offline_static(base, rm, prompts, row["clients"], per_client, args.max_tokens, args.device)
             row["offline_static_tokens_per_s"] = round(tokens / secs, 1)
+            row["ratio"] = round(row["tokens_per_s"] / row["offline_static_tokens_per_s"], 2)
     print(f"{label}; pad serve --max-batch {args.max_batch}; {plabel}; {per_client} streaming requests per client, "
           f"greedy, up to {args.max_tokens} tokens; {args.device}, {args.threads} threads")
     print("\n| clients | requests | req/s | tokens/s | latency p50 / p95 (s) | first token p50 / p95 (s) "
-          "| offline static batches, tokens/s |\n| --- | --- | --- | --- | --- | --- | --- |")
+          "| offline static batches, tokens/s | ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['clients']} | {r['requests']} | {r['requests_per_s']} | {r['tokens_per_s']} | "
               f"{r['latency_p50']} / {r['latency_p95']} | {r['ttft_p50']} / {r['ttft_p95']} | "
-              f"{r.get('offline_static_tokens_per_s', '-')} |")
+              f"{r.get('offline_static_tokens_per_s', '-')} | {r.get('ratio', '-')} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"models": label, "prompts": plabel, "per_client": per_client,
                                                "max_tokens": args.max_tokens, "max_batch": args.max_batch,

@@ -352,14 +352,17 @@ def serve(
     dtype: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = None,
     backbone: Annotated[str | None, typer.Option(help="shared, separate or auto (default; see pad decode --help).")] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML recipe of DecodeConfig fields: the server-side defaults.")] = None,
-    drain_seconds: Annotated[float, typer.Option(help="On Ctrl-C, how long live requests may run on before they are cancelled.")] = 30.0,
+    drain_seconds: Annotated[float, typer.Option(help="On Ctrl-C or SIGTERM, how long live requests may run on before they are ended (503, or a stream's finish_reason \"abort\").")] = 30.0,
+    api_key: Annotated[str | None, typer.Option(envvar="PAD_API_KEY", show_envvar=True, help="Require this key as a bearer token (the openai client's api_key) on every route but /health.")] = None,
+    max_body: Annotated[int, typer.Option(help="The largest request body in bytes (beyond it, 413).")] = 1 << 20,
 ):
     """An OpenAI-compatible server where every request brings its own principles.
 
     POST /v1/chat/completions takes OpenAI's chat body (messages, max_tokens, temperature, seed, stream,
-    stop) and PAD's own fields at its top level: principles ([{"name": "concise", "weight": 1}] or
+    stop, n, logprobs) and PAD's own fields at its top level: principles ([{"name": "concise", "weight": 1}] or
     ["concise=1"]), topk, reference, mode. Requests are batched continuously: a request joins the running
-    batch at the next step and leaves it as it ends. GET /v1/models, GET /health.
+    batch at the next step and leaves it as it ends. POST /v1/completions (a plain prompt, no chat
+    template), GET /v1/models, GET /health, GET /metrics (Prometheus), GET /docs.
 
     With no arguments, serves the embedded default (SmolLM2-135M-Instruct and the shipped PersRM) on
     127.0.0.1:8000. From Python, with the official client:
@@ -383,9 +386,10 @@ def serve(
              "template": template, "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone}
     cfg, _, _ = decode_configs(config, {k: v for k, v in given.items() if v is not None})
     typer.echo(f"loading {cfg.llm} ...", err=True)
-    svc = build_service(cfg, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens, name=name)
+    svc = build_service(cfg, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens, name=name,
+                        api_key=api_key, max_body=max_body)
     typer.echo(f"serving {svc.model_id!r} (backbone: {svc.decoder.backbone}) on http://{host}:{port}/v1 "
-               f"- Ctrl-C to stop", err=True)
+               f"{' (API key required)' if api_key else ''} - Ctrl-C to stop", err=True)
     run_server(svc, host, port, drain_seconds)
     typer.echo(f"stopped after {svc.worker.served} requests", err=True)
 

@@ -349,6 +349,8 @@ class DecodeBatch:
         self._next_pair = 0
         self._cancelled: set[int] = set()
         self._made: tuple[list[_Row], torch.Tensor] = ([], torch.zeros(0, dtype=torch.long))
+        self.keep_distributions = False  # a server's logprobs: keep each step's distributions (see distributions())
+        self._dists: list[tuple] = []
         self.ctx_b = context_size(decoder.base)
         self.ctx_r = context_size(decoder.persrm) if decoder.persrm is not None else None
         # per live row, (B,) each: tokens made so far, the token cap
@@ -466,6 +468,18 @@ class DecodeBatch:
         rows, tokens = self._made
         return list(zip((r.key for r in rows), tokens.tolist()))
 
+    def distributions(self) -> dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """After a step with `keep_distributions` on: {key: (candidates, guided, base)} of every row it made a
+        token for, each (k,): the candidates' ids, the log-probabilities of the distribution the token was
+        chosen from (softmax of the guided score over the candidates, at the row's temperature when it
+        samples), and the base model's over its whole vocabulary."""
+        rows, out = self._made[0], {}
+        for where, cand, guided, base in self._dists:
+            pos = range(len(rows)) if where is None else where.tolist()
+            for j, i in enumerate(pos):
+                out[rows[i].key] = (cand[j], guided[j], base[j])
+        return out
+
     def cancel(self, key: int) -> None:
         """Stop a live row at the next step; it finishes as "cancelled" with the tokens it has."""
         self._cancelled.add(key)
@@ -524,6 +538,7 @@ class DecodeBatch:
     def step(self) -> list[tuple[int, DecodeResult]]:
         """Make one token for every live row; returns the rows that finished, as (key, result)."""
         self._made = ([], self._made[1][:0])
+        self._dists = []
         if self._cancelled:
             self._finish(torch.tensor([r.key in self._cancelled for r in self.rows], device=self.dev), None)
             self._cancelled.clear()
@@ -554,6 +569,12 @@ class DecodeBatch:
             score = pad_scores(zb_c, cand, zr, g.owner, g.weight, zref, g.ref_idx, g.pr_idx)  # (B_g, k)
             if bonus is not None:
                 score = score + (bonus if g.rows is None else bonus[g.rows])
+            if self.keep_distributions:
+                t = self.temp if g.rows is None else self.temp[g.rows]
+                t = torch.where(self.sample if g.rows is None else self.sample[g.rows], t, torch.ones_like(t))
+                lse = self.base_stream.logits[g.base_at].float().logsumexp(-1, keepdim=True)  # (B_g, 1)
+                self._dists.append((g.rows, cand, (score / t[:, None]).log_softmax(-1),  # (B_g, k) x 3
+                                    zb_c - lse))
             if g.rows is None:
                 nxt = select_tokens(cand, score, mode, self.temp, u)
             else:
