@@ -215,6 +215,7 @@ def decode(
     reward_model: Annotated[str | None, typer.Option(help="ARGS's reward model: a pad eval scorer (helpful, harmless, humor, PRESET=PATH, a classifier path or hub id, MODEL:LABEL).")] = None,
     reward_path: Annotated[str | None, typer.Option(help="ARGS: cached (RM on the base's tokenizer, incremental), texts (re-tokenized in the RM's format) or auto (default).")] = None,
     baseline: Annotated[str | None, typer.Option(help="prompted: the prompting baseline, the base reads the principle prompt and nothing guides it.")] = None,
+    kl_budget: Annotated[float | None, typer.Option(help="Per-token KL budget EPS in nats: each step scales the PersRM's reward by the largest lambda in [0, 1] with KL(p_lambda || p_base) <= EPS over the candidates (0: vanilla; default: fixed weights).")] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML recipe of DecodeConfig fields, or the reference's run configs (one JSON object a line: rm_weight, topk, mode, sample_temp), one output per line.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run file (JSONL), appended batch by batch. Without it, answers are printed.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an existing run file, skipping ids already written.")] = False,
@@ -255,7 +256,7 @@ def decode(
              "temperature": temperature, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
              "reference": reference, "base_sees_principles": base_principles, "template": template,
              "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone, "guide": guide,
-             "reward_model": reward_model, "reward_path": reward_path, "baseline": baseline}
+             "reward_model": reward_model, "reward_path": reward_path, "baseline": baseline, "kl_budget": kl_budget}
     given = {k: v for k, v in given.items() if v is not None}
     if seed is not None:  # parsed apart: its value may be None ('none': unseeded)
         given["seed"] = parse_seed(seed)
