@@ -15,6 +15,7 @@ from pad.decode.profiles import (
     heldout_accuracy,
     load_profile,
     read_pairs,
+    reward_differences,
 )
 from pad.errors import PadError
 from pad.principles import Principle
@@ -44,7 +45,7 @@ def test_fit_recovers_the_known_ratio(true_w):
 def test_an_unwanted_principle_gets_no_weight_and_signs_need_allow_negative():
     d = _choices((1.0, -0.5))  # the user dislikes principle 2
     w = fit_bradley_terry(d, l2=1e-3)
-    assert float(w[1]) < 0.01 < float(w[0])  # non-negative: principle 2 is ignored, not reversed
+    assert 0 <= float(w[1]) < 0.01 < float(w[0])  # non-negative: principle 2 is ignored, not reversed
     free = fit_bradley_terry(d, l2=1e-3, nonnegative=False)
     assert abs(float(free[0] / free[1]) - (-2.0)) < 0.2
 
@@ -140,6 +141,20 @@ def test_fit_weights_command_end_to_end(tmp_path, tiny_llama, tiny_lora):
     assert all(p["weight"] >= 0 for p in prof["principles"])
     assert prof["pairs"] == 8 and 0 <= prof["heldout_accuracy"] <= 1 and prof["fit"]["folds"] == 4
     assert f"{out}: concise" in r.output
+    # the weights are the fit of the pairs' reward differences, scored apart from the command
+    diffs, names, dropped = reward_differences(FitConfig(str(pairs), ["concise", "humor"], rm=str(tiny_lora)),
+                                               read_pairs(pairs))
+    assert diffs.shape == (8, 2) and names == ["concise", "humor"] and dropped == 0
+    # ... and each difference is pad eval's implicit reward of the chosen answer minus the rejected one's, over beta
+    from pad.evaluate.inputs import Row
+    from pad.evaluate.scorers import PersRMScorer
+
+    scorer = PersRMScorer(str(tiny_lora), "concise")
+    rows = [Row(str(j), p.prompt, a) for j, p in enumerate(read_pairs(pairs)) for a in (p.chosen, p.rejected)]
+    reward = dict(x for idx, vals in scorer.score(scorer.prepare(rows)) for x in zip(idx, (v[0] for v in vals)))
+    want = [(reward[2 * j] - reward[2 * j + 1]) / scorer.beta for j in range(8)]
+    assert diffs[:, 0].tolist() == pytest.approx(want, rel=1e-4, abs=1e-4)  # batched apart: float noise
+    assert [p["weight"] for p in prof["principles"]] == [round(float(x), 6) for x in fit_bradley_terry(diffs)]
     again = runner.invoke(app, ["fit-weights", str(pairs), "-p", "concise", "--rm", str(tiny_lora), "--out", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output
     _decode(tmp_path, "d", tiny_llama, tiny_lora, "--profile", out)
