@@ -245,6 +245,10 @@ def decode(
       pad decode --prompts prompts.jsonl --guide args --reward-model harmless -w 1.5 --out args.jsonl
 
       pad decode --prompts prompts.jsonl -p harmless --baseline prompted --out prompted.jsonl
+
+      pad decode --prompts prompts.jsonl -p humor=1.5 --kl-budget 0.1 --out humor_kl.jsonl
+
+      pad decode --prompts prompts.jsonl --profile me.json --out me.jsonl   (weights from `pad fit-weights`)
     """
     if num_processes > 1 and _relaunch(num_processes, "decode"):
         return

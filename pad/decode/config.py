@@ -133,8 +133,8 @@ class DecodeConfig:
             out.update(guide="args", reward_model=self.reward_model, weight=self.weight)
         if self.baseline is not None:
             out["baseline"] = self.baseline
-        if self.kl_budget is not None:
-            out["kl_budget"] = self.kl_budget
+        if self.kl_budget is not None:  # JSON has no infinity: an unbounded budget is written "inf"
+            out["kl_budget"] = self.kl_budget if math.isfinite(self.kl_budget) else "inf"
         return out
 
 
