@@ -1,4 +1,4 @@
-"""The `pad` command line: train, merge, decode, eval.
+"""The `pad` command line: train, merge, decode, eval, fit-weights, serve.
 
 Thin on purpose: each command parses its options and calls the library. torch and transformers are
 imported inside the command bodies so that `pad --help` is instant.
@@ -261,6 +261,8 @@ def decode(
     reward_model: Annotated[str | None, typer.Option(help="ARGS's reward model: a pad eval scorer (helpful, harmless, humor, PRESET=PATH, a classifier path or hub id, MODEL:LABEL).")] = None,
     reward_path: Annotated[str | None, typer.Option(help="ARGS: cached (RM on the base's tokenizer, incremental), texts (re-tokenized in the RM's format) or auto (default).")] = None,
     baseline: Annotated[str | None, typer.Option(help="prompted: the prompting baseline, the base reads the principle prompt and nothing guides it.")] = None,
+    kl_budget: Annotated[float | None, typer.Option(help="Per-token KL budget EPS in nats: each step scales the PersRM's reward by the largest lambda in [0, 1] with KL(p_lambda || p_base) <= EPS over the candidates (0: vanilla; default: fixed weights).")] = None,
+    profile: Annotated[Path | None, typer.Option(help="A weights profile written by `pad fit-weights`: its principles and weights guide every prompt (instead of -p).")] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML recipe of DecodeConfig fields, or the reference's run configs (one JSON object a line: rm_weight, topk, mode, sample_temp), one output per line.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run file (JSONL), appended batch by batch. Without it, answers are printed.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an existing run file, skipping ids already written.")] = False,
@@ -289,6 +291,10 @@ def decode(
       pad decode --prompts prompts.jsonl --guide args --reward-model harmless -w 1.5 --out args.jsonl
 
       pad decode --prompts prompts.jsonl -p harmless --baseline prompted --out prompted.jsonl
+
+      pad decode --prompts prompts.jsonl -p humor=1.5 --kl-budget 0.1 --out humor_kl.jsonl
+
+      pad decode --prompts prompts.jsonl --profile me.json --out me.jsonl   (weights from `pad fit-weights`)
     """
     if num_processes > 1 and _relaunch(num_processes, "decode"):
         return
@@ -301,8 +307,14 @@ def decode(
              "temperature": temperature, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
              "reference": reference, "base_sees_principles": base_principles, "template": template,
              "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone, "guide": guide,
-             "reward_model": reward_model, "reward_path": reward_path, "baseline": baseline}
+             "reward_model": reward_model, "reward_path": reward_path, "baseline": baseline, "kl_budget": kl_budget}
     given = {k: v for k, v in given.items() if v is not None}
+    if profile is not None:
+        from pad.decode.profiles import load_profile
+
+        if principle:
+            raise PadError("--profile gives the principles and their weights: drop -p/--principle")
+        given["principles"] = load_profile(profile).specs()
     if seed is not None:  # parsed apart: its value may be None ('none': unseeded)
         given["seed"] = parse_seed(seed)
     base, runs, from_lines = decode_configs(config, given)
@@ -326,6 +338,49 @@ def decode(
                        f"{summary.too_long} too long; {summary.tokens} tokens at {summary.tokens_per_s:.1f} tok/s")
         if run.exported is not None:
             typer.echo(f"{run.exported[0]}: {run.exported[1]} rows in the reference's JSON format")
+
+
+@app.command("fit-weights")
+@friendly_errors
+def fit_weights(
+    pairs: Annotated[Path, typer.Argument(help="The user's choices: JSONL of {prompt, chosen, rejected}.")],
+    principle: Annotated[list[str], typer.Option("--principle", "-p", help="A candidate principle (repeatable): each gets a weight.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The profile (JSON) to write, for `pad decode --profile`.")] = Path("profile.json"),
+    rm: Annotated[str | None, typer.Option(help="PersRM: LoRA adapter folder or merged checkpoint (default: the shipped one).")] = None,
+    reference: Annotated[str | None, typer.Option(help="Reference model of the log-ratio (default: the PersRM's base).")] = None,
+    l2: Annotated[float, typer.Option(help="L2 penalty on the weights.")] = 0.01,
+    allow_negative: Annotated[bool, typer.Option(help="Let a weight go below 0 (steer away from a principle).")] = False,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds of the held-out accuracy.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the folds' split.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Answers per forward pass.")] = 8,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing profile.")] = False,
+):
+    """Fit per-principle weights to a user's own choices (a Bradley-Terry model over the PersRM's rewards).
+
+    Example:
+
+      pad fit-weights my_choices.jsonl -p concise -p humor -p harmless --out me.json
+
+      pad decode --prompts prompts.jsonl --profile me.json --out run.jsonl
+    """
+    from pad.decode.profiles import FitConfig, fit_profile
+    from pad.errors import PadError
+
+    if out.exists() and not overwrite:
+        raise PadError(f"{out} exists: pass --overwrite to replace it")
+    quiet_libraries()
+    cfg = FitConfig(pairs=str(pairs), principles=list(principle), rm=rm, reference=reference, l2=l2,
+                    nonnegative=not allow_negative, folds=folds, seed=seed, device=device, dtype=dtype,
+                    batch_size=batch_size)
+    profile = fit_profile(cfg)
+    out.write_text(profile.to_json())
+    weights = ", ".join(f"{p.name} {p.weight:.4g}" for p in profile.principles)
+    typer.echo(f"{out}: {weights}; held-out accuracy {profile.heldout_accuracy:.3f} "
+               f"({profile.fit['folds']}-fold, {profile.pairs} pairs"
+               + (f", {profile.fit['dropped_too_long']} too long, left out" if profile.fit["dropped_too_long"] else "")
+               + ")")
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from pad.decode.engine import BACKBONES, REFERENCES
+from pad.decode.engine import BACKBONES, REFERENCES, check_kl_budget
 from pad.errors import PadError
 from pad.files import json_lines, read_yaml_mapping
 from pad.models import DEFAULT_BASE
@@ -71,6 +71,9 @@ class DecodeConfig:
     baseline: str | None = None
     """'prompted': the prompting baseline, the base reads the principle prompt and nothing guides it
     (every weight 0, the base sees the principles)."""
+    kl_budget: float | None = None
+    """A per-token KL budget EPS in nats (method.md section 9): each step scales the PAD reward by the largest
+    lambda in [0, 1] with KL(p_lambda || p_0) <= EPS over the candidates. None: fixed weights; 0: vanilla."""
 
     def __post_init__(self):
         if isinstance(self.principles, str):
@@ -102,6 +105,11 @@ class DecodeConfig:
             raise PadError(f"baseline {self.baseline!r} is not 'prompted'")
         if self.baseline == "prompted" and self.guide == "args":
             raise PadError("the prompting baseline guides nothing: drop --guide args")
+        if isinstance(self.kl_budget, int) and not isinstance(self.kl_budget, bool):
+            self.kl_budget = float(self.kl_budget)
+        check_kl_budget(self.kl_budget)
+        if self.kl_budget is not None and self.guide == "args":
+            raise PadError("kl_budget scales PAD's PersRM reward; ARGS (guide 'args') has none to scale")
         if self.reference not in REFERENCES:
             raise PadError(f"reference {self.reference!r} is not one of {', '.join(REFERENCES)}")
         try:
@@ -125,6 +133,8 @@ class DecodeConfig:
             out.update(guide="args", reward_model=self.reward_model, weight=self.weight)
         if self.baseline is not None:
             out["baseline"] = self.baseline
+        if self.kl_budget is not None:  # JSON has no infinity: an unbounded budget is written "inf"
+            out["kl_budget"] = self.kl_budget if math.isfinite(self.kl_budget) else "inf"
         return out
 
 

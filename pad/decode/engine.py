@@ -18,6 +18,7 @@ principles, and finished rows leave every cache at once.
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,7 +26,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pad.decode.scoring import args_scores, candidates, pad_scores, row_key, row_uniforms, select_tokens
+from pad.decode.scoring import (
+    args_scores,
+    candidates,
+    kl_budget_scores,
+    kl_from_base,
+    pad_scores,
+    row_key,
+    row_uniforms,
+    select_tokens,
+    stream_rewards,
+)
 from pad.decode.streams import SliceLoRA, Stream
 from pad.errors import PadError
 from pad.principles import DEFAULT_TEMPLATE, Message, Principle, check_template, join_principles, principle_prompt
@@ -41,6 +52,10 @@ class SamplingSettings:
 
     seed: the run's sampling seed; a row's samples depend only on it and the row's id. None: unseeded
     (a fresh random seed per batch).
+    kl_budget: a per-token KL budget EPS in nats (method.md section 9): at every step the row's PAD reward
+    R = sum_p w_p r_p is scaled by the largest lambda in [0, 1] with KL(p_lambda || p_0) <= EPS over the
+    candidates, so guidance is strong where the base is unsure and light where it is sure. None: fixed
+    weights (lambda = 1); 0: vanilla; inf: fixed weights, with lambda and the KL recorded.
     """
 
     topk: int = 10
@@ -48,6 +63,7 @@ class SamplingSettings:
     temperature: float = 1.0
     max_new_tokens: int = 128
     seed: int | None = 0
+    kl_budget: float | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -60,6 +76,23 @@ class SamplingSettings:
             raise PadError(f"max_new_tokens must be >= 1, got {self.max_new_tokens!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise PadError(f"seed must be a whole number or None (unseeded), got {self.seed!r}")
+        check_kl_budget(self.kl_budget)
+
+
+def budget_f32(eps: list[float]) -> torch.Tensor:
+    """(B,) the budgets as the largest float32 numbers <= them: a float32 KL then fits the float32 budget exactly
+    when it fits the budget given (float32(0.3) is above 0.3, and a KL of that size would overspend)."""
+    exact = torch.tensor(eps, dtype=torch.float64)
+    f32 = exact.float()
+    return torch.where(f32.double() > exact, torch.nextafter(f32, torch.tensor(-math.inf)), f32)
+
+
+def check_kl_budget(eps) -> None:
+    """Raise PadError unless `eps` is None or a number >= 0 (inf allowed: no limit)."""
+    if eps is None:
+        return
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or math.isnan(eps) or eps < 0:
+        raise PadError(f"kl_budget must be a number >= 0 (nats per token) or None, got {eps!r}")
 
 
 @dataclass
@@ -89,6 +122,10 @@ class DecodeResult:
     model_input: str  # the exact text the base model read
     persrm_inputs: list[str]
     seconds: float  # from the row's admission to its end
+    lambdas: list[float] | None = None
+    """Under a KL budget: the guidance scale lambda of each step; None without a budget."""
+    kls: list[float] | None = None
+    """Under a KL budget: each step's KL(p_lambda || p_0) over the candidates, in nats (never above the budget)."""
 
 
 def end_token_ids(model, tokenizer) -> list[int]:
@@ -359,7 +396,12 @@ class DecodeBatch:
         self.temp = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, its temperature
         self.sample = torch.zeros(0, dtype=torch.bool, device=self.dev)  # per row, whether it samples
         self.args_w = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, ARGS's weight w
+        self.eps = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, its KL budget (inf: none)
+        self.budget = torch.zeros(0, dtype=torch.bool, device=self.dev)  # per row, whether it has a budget
         self.out = torch.zeros((0, 1), dtype=torch.long, device=self.dev)  # (B, longest limit) tokens made
+        # (B, longest limit) each budgeted row's lambda and KL of each step
+        self.lam_out = torch.zeros((0, 1), dtype=torch.float32, device=self.dev)
+        self.kl_out = torch.zeros((0, 1), dtype=torch.float32, device=self.dev)
         # (B, longest limit) each row's uniform number for each step, drawn at admission (zeros where greedy)
         self.unif = torch.zeros((0, 1), dtype=torch.float32, device=self.dev)
 
@@ -448,8 +490,10 @@ class DecodeBatch:
         self.rows += [r for r, _ in new_rows]
         n, dev = len(new_rows), self.dev
         width = max(self.out.shape[1], max(r.limit for r, _ in new_rows))
-        self.out = torch.cat([torch.nn.functional.pad(self.out, (0, width - self.out.shape[1])),
-                              torch.zeros((n, width), dtype=torch.long, device=dev)])
+        widen = lambda t, dtype: torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])),  # noqa: E731
+                                            torch.zeros((n, width), dtype=dtype, device=dev)])
+        self.out = widen(self.out, torch.long)
+        self.lam_out, self.kl_out = widen(self.lam_out, torch.float32), widen(self.kl_out, torch.float32)
         new_keys = torch.tensor([k for _, k in new_rows], dtype=torch.long, device=dev)
         unif = torch.zeros((n, width), dtype=torch.float32, device=dev)
         if any(r.s.mode == "sample" for r, _ in new_rows):  # all of a row's draws at once: a few ops per admission
@@ -460,6 +504,9 @@ class DecodeBatch:
         self.temp = torch.cat([self.temp, torch.tensor([r.s.temperature for r, _ in new_rows], device=dev)])
         self.sample = torch.cat([self.sample, torch.tensor([r.s.mode == "sample" for r, _ in new_rows], device=dev)])
         self.args_w = torch.cat([self.args_w, torch.tensor([r.args_w for r, _ in new_rows], device=dev)])
+        eps = [r.s.kl_budget for r, _ in new_rows]
+        self.eps = torch.cat([self.eps, budget_f32([math.inf if e is None else e for e in eps]).to(dev)])
+        self.budget = torch.cat([self.budget, torch.tensor([e is not None for e in eps], device=dev)])
         self._index()
         return keys
 
@@ -532,6 +579,7 @@ class DecodeBatch:
         if self.args is not None:
             self.args_feed = t([pos[key] for key in self.args.tags])  # (N_args,) the rows ARGS guides
         self.any_sample = any(r.s.mode == "sample" for r in self.rows)
+        self.any_budget = any(r.s.kl_budget is not None for r in self.rows)
         self.all_sample = all(r.s.mode == "sample" for r in self.rows)
 
     @torch.inference_mode()
@@ -566,7 +614,10 @@ class DecodeBatch:
                 zr = self.rm_stream.logits  # (N_rm, V), read at pr_idx (one row per principle stream), where it is
                 if g.ref_idx is not None:
                     zref = zr if g.reference == "persrm" else self.base_stream.logits
-            score = pad_scores(zb_c, cand, zr, g.owner, g.weight, zref, g.ref_idx, g.pr_idx)  # (B_g, k)
+            if self.any_budget:
+                score = self._within_budget(g, zb_c, cand, zr, zref)  # (B_g, k)
+            else:
+                score = pad_scores(zb_c, cand, zr, g.owner, g.weight, zref, g.ref_idx, g.pr_idx)  # (B_g, k)
             if bonus is not None:
                 score = score + (bonus if g.rows is None else bonus[g.rows])
             if self.keep_distributions:
@@ -594,6 +645,23 @@ class DecodeBatch:
                 st.step(nxt[feed].to(st.device))
         return self.finished()
 
+    def _within_budget(self, g: _Group, zb_c: torch.Tensor, cand: torch.Tensor, zr, zref) -> torch.Tensor:
+        """(B_g, k) the group's scores where some rows decode under a KL budget: z_b + lambda R on those rows,
+        the fixed-weight score z_b + sum_i w_i r_i on the others; records each budgeted row's lambda and KL."""
+        at = torch.arange(zb_c.shape[0], device=self.dev) if g.rows is None else g.rows  # (B_g,) live positions
+        score = zb_c.clone()  # (B_g, k)
+        reward = torch.zeros_like(zb_c)  # (B_g, k) R = sum_i w_i r_i
+        if zr is not None:
+            wr = stream_rewards(zb_c, cand, zr, g.owner, g.weight, zref, g.ref_idx, g.pr_idx)  # (S, k)
+            score.index_add_(0, g.owner, wr)  # as pad_scores adds them: rows without a budget equal fixed weights
+            reward.index_add_(0, g.owner, wr)
+        lam, budgeted = kl_budget_scores(zb_c, reward, self.eps[at])  # (B_g,), (B_g, k)
+        mine = self.budget[at]  # (B_g,)
+        step = self.n_gen[at]  # (B_g,)
+        self.lam_out[at, step] = lam
+        self.kl_out[at, step] = kl_from_base(zb_c, budgeted)
+        return torch.where(mine[:, None], budgeted, score)
+
     def _finish(self, done: torch.Tensor, is_eos: torch.Tensor | None, nxt: torch.Tensor | None = None):
         """Record the rows marked in `done` (B,) and drop them from every stream; returns `nxt` of the rest."""
         if not bool(done.any()):
@@ -604,12 +672,18 @@ class DecodeBatch:
             toks = self.out[i, : int(self.n_gen[i])].tolist()
             reason = "cancelled" if is_eos is None else "eos" if bool(is_eos[i]) else "length"
             text = self.dec.tok.decode(toks[:-1] if reason == "eos" else toks, skip_special_tokens=True)
+            lams = kls = None
+            if row.s.kl_budget is not None:
+                n = int(self.n_gen[i])
+                lams, kls = self.lam_out[i, :n].tolist(), self.kl_out[i, :n].tolist()
             self.done.append((row.key, DecodeResult(row.request.id, toks, text, reason, row.base_text, row.rm_texts,
-                                                    now - row.started)))
+                                                    now - row.started, lams, kls)))
         keep = (~done).nonzero().flatten()  # (B',) surviving positions
         self.rows = [self.rows[i] for i in keep.tolist()]
         alive = {r.key for r in self.rows}
         self.out, self.n_gen, self.limit = self.out[keep], self.n_gen[keep], self.limit[keep]
+        self.lam_out, self.kl_out, self.eps, self.budget = (self.lam_out[keep], self.kl_out[keep], self.eps[keep],
+                                                            self.budget[keep])
         self.unif = self.unif[keep]
         self.temp, self.sample, self.args_w = self.temp[keep], self.sample[keep], self.args_w[keep]
         if self.args is not None and self.args.rows:

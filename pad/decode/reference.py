@@ -25,10 +25,14 @@ def reference_decode(
     reference: str = "base",
     base_sees_principles: bool = True,
     stop_at_eos: bool = True,
+    kl_budget: float | None = None,
+    trace: list[tuple[float, float]] | None = None,
 ) -> list[int]:
     """Greedy PAD tokens for one prompt, stopping at an end token (kept) or `max_new_tokens`.
 
     The end tokens are the engine's (`end_token_ids`): the base's generation config and the tokenizer's.
+    kl_budget: EPS of method.md section 9, the rule spelled out one step at a time (None: fixed weights).
+    trace: under a budget, (lambda, KL(p_lambda || p_0)) of every step is appended to it.
     """
     active = [p for p in principles if p.weight != 0]
     joined = join_principles([p.name for p in principles]) or None
@@ -44,7 +48,10 @@ def reference_decode(
         z_b = base(base_ids).logits[0, -1].float()
         cand = torch.topk(z_b, topk).indices
         score = z_b[cand].clone()
-        if active:
+        if kl_budget is not None:
+            score = _budget_step(z_b[cand], _reward(base, persrm, z_b, cand, active, rm_ids, ref_ids, reference, dev_b),
+                                 kl_budget, trace)
+        elif active:
             if reference == "prompted-base":  # the base reading each principle's own prompt
                 refs = [base(ids.to(dev_b)).logits[0, -1].float() for ids in rm_ids]
             else:
@@ -61,3 +68,42 @@ def reference_decode(
         rm_ids = [torch.cat([ids, new], dim=1) for ids in rm_ids]
         ref_ids = torch.cat([ref_ids, new], dim=1)
     return out
+
+
+def _reward(base, persrm, z_b, cand, active, rm_ids, ref_ids, reference, dev_b) -> torch.Tensor:
+    """(k,) R = sum_p w_p r_p over the candidates, summed from zero principle by principle."""
+    total = torch.zeros(cand.shape[0], device=dev_b)
+    for p, ids in zip(active, rm_ids):
+        if reference == "prompted-base":
+            z_ref = base(ids.to(dev_b)).logits[0, -1].float()
+        elif reference == "persrm":
+            z_ref = persrm(ref_ids).logits[0, -1].float().to(dev_b)
+        else:
+            z_ref = z_b
+        z_r = persrm(ids).logits[0, -1].float().to(dev_b)
+        total = total + p.weight * (torch.log_softmax(z_r[cand], dim=0) - torch.log_softmax(z_ref[cand], dim=0))
+    return total
+
+
+def _budget_step(z: torch.Tensor, reward: torch.Tensor, eps: float, trace) -> torch.Tensor:
+    """(k,) z + lambda R for one row, lambda by 20 halvings of [0, 1] (method.md section 9)."""
+
+    def kl(lam: float) -> float:
+        p0 = torch.log_softmax(z, dim=0)
+        p = torch.log_softmax(z + lam * reward, dim=0)
+        return float((p.exp() * (p - p0)).sum())
+
+    if kl(1.0) <= eps:
+        lam = 1.0
+    else:
+        lo, hi = 0.0, 1.0
+        for _ in range(20):
+            mid = (lo + hi) / 2
+            if kl(mid) <= eps:
+                lo = mid
+            else:
+                hi = mid
+        lam = lo
+    if trace is not None:
+        trace.append((lam, kl(lam)))
+    return z + lam * reward

@@ -178,7 +178,7 @@ def record(row: PromptRow, res: DecodeResult, principles, cfg: DecodeConfig, run
     settings["backbone"] = backbone if guided else None
     if args is not None:
         settings["reward_path"] = args.path
-    return {
+    rec = {
         "id": row.id,
         "prompt": row.prompt,
         "principles": [{"name": p.name, "weight": p.weight} for p in principles],
@@ -190,6 +190,10 @@ def record(row: PromptRow, res: DecodeResult, principles, cfg: DecodeConfig, run
         "finish_reason": res.finish_reason,
         "seconds": round(res.seconds, 4),
     }
+    if res.lambdas is not None:  # under a KL budget: how much of the guidance the row kept, on average
+        rec["mean_lambda"] = sum(res.lambdas) / len(res.lambdas) if res.lambdas else None
+        rec["mean_kl"] = sum(res.kls) / len(res.kls) if res.kls else None
+    return rec
 
 
 def decode_run(
@@ -245,7 +249,7 @@ def _decode_rows(cfg: DecodeConfig, todo: list[PromptRow], models: Models, write
                          reference=cfg.reference, base_sees_principles=cfg.base_sees_principles, args=args,
                          args_weight=cfg.weight)
     settings = SamplingSettings(topk=cfg.topk, mode=cfg.mode, temperature=cfg.temperature,
-                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, kl_budget=cfg.kl_budget)
     defaults = cfg.parsed_principles()
     principles = [row_principles(r, cfg, defaults) for r in todo]
     if cfg.baseline == "prompted":

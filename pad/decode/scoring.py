@@ -75,16 +75,68 @@ def pad_scores(
     score = base_c.clone()
     if rm_logits is None or owner is None or owner.shape[0] == 0:
         return score
+    # sum_i w_i r_i per row, added stream by stream onto z_b (the order the uncached reference adds them in)
+    return score.index_add_(0, owner, stream_rewards(base_c, cand, rm_logits, owner, weights, ref_logits, ref_index,
+                                                     rm_index))
+
+
+def stream_rewards(
+    base_c: torch.Tensor,
+    cand: torch.Tensor,
+    rm_logits: torch.Tensor,
+    owner: torch.Tensor,
+    weights: torch.Tensor,
+    ref_logits: torch.Tensor | None = None,
+    ref_index: torch.Tensor | None = None,
+    rm_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(S, k) w_i r_i of every stream over its row's candidates; arguments as in `pad_scores`."""
     cand_s = cand[owner]  # (S, k) each stream's row's candidates
     rows = torch.arange(owner.shape[0], device=owner.device) if rm_index is None else rm_index
-    zr_c = _at(rm_logits, rows, cand_s, score.device)  # (S, k)
+    zr_c = _at(rm_logits, rows, cand_s, base_c.device)  # (S, k)
     if ref_logits is None:
         zref_c = base_c[owner]  # (S, k)
     else:
-        zref_c = _at(ref_logits, owner if ref_index is None else ref_index, cand_s, score.device)  # (S, k)
+        zref_c = _at(ref_logits, owner if ref_index is None else ref_index, cand_s, base_c.device)  # (S, k)
     r = zr_c.log_softmax(-1) - zref_c.log_softmax(-1)  # (S, k) per-stream reward
-    score.index_add_(0, owner, weights.float()[:, None] * r)  # sum_i w_i r_i per row
-    return score
+    return weights.float()[:, None] * r
+
+
+# -- a per-token KL budget (method.md section 9) ----------------------------------------------------------
+
+KL_HALVINGS = 20
+
+
+def kl_from_base(base_c: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """(B,) KL(softmax_C(score) || softmax_C(z_b)) in nats, at temperature 1; base_c, score: (B, k)."""
+    logp0 = base_c.log_softmax(-1)  # (B, k)
+    logp = score.log_softmax(-1)  # (B, k)
+    return (logp.exp() * (logp - logp0)).sum(-1)
+
+
+def kl_budget_scores(base_c: torch.Tensor, reward: torch.Tensor, eps: torch.Tensor,
+                     halvings: int = KL_HALVINGS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's guidance scale lambda under its KL budget, and its score z_b + lambda R.
+
+    base_c: (B, k) the base's candidate logits z_b; reward: (B, k) R = sum_p w_p r_p over the same
+    candidates; eps: (B,) each row's budget in nats (inf: no limit), float32 (`engine.budget_f32` rounds down). With p_lambda = softmax_C(z_b + lambda R),
+    lambda is 1 where KL(p_1 || p_0) <= eps, else the lower end after `halvings` halvings of [0, 1] that keep
+    it feasible. KL grows with lambda (its derivative is lambda Var_{p_lambda}(R)), so the lower end is the
+    largest feasible lambda to within 2**-halvings, and lambda = 0 (vanilla) is always feasible.
+    Returns (lambda (B,), score (B, k)), in float32.
+    """
+    base_c, reward = base_c.float(), reward.float()
+    one = torch.ones_like(eps)  # (B,)
+    lam = one
+    full = kl_from_base(base_c, base_c + reward) <= eps  # (B,) rows where fixed weights fit the budget
+    if not bool(full.all()):  # one sync per step, and only where a budget binds: no halving when all fit
+        lo, hi = torch.zeros_like(eps), one.clone()  # (B,) lo stays feasible throughout
+        for _ in range(halvings):
+            mid = (lo + hi) / 2  # exact: dyadic numbers with at most 20 bits
+            ok = kl_from_base(base_c, base_c + mid[:, None] * reward) <= eps  # (B,)
+            lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+        lam = torch.where(full, one, lo)
+    return lam, base_c + lam[:, None] * reward
 
 
 def args_scores(base_logits_c: torch.Tensor, rewards: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

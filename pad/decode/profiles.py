@@ -1,0 +1,254 @@
+"""Weights fitted from a user's own choices: preference pairs -> PersRM rewards per principle -> a
+Bradley-Terry model -> a profile that `pad decode --profile` reads.
+
+Every answer gets one feature per candidate principle p: the PersRM's sequence log-ratio
+
+    f_p(x, y) = sum_t log pi_PersRM(y_t | principle prompt p, x, y_<t) - log pi_ref(y_t | x, y_<t)
+
+(`pad eval`'s PersRM scorer without its beta). The fit maximizes the likelihood of the user's choices under
+
+    P(chosen beats rejected) = sigmoid(sum_p w_p (f_p(chosen) - f_p(rejected)))
+
+with an L2 penalty, and w >= 0 by default. On this scale the weights are decoding weights: the policy the
+user's choices prefer is pi_ref * exp(sum_p w_p f_p) = pi_ref * prod_p (pi_p / pi_ref)^w_p, whose next-token
+logits are z_ref + sum_p w_p r_p, PAD's score with those w (method.md section 3).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pad.errors import PadError
+from pad.files import check_chat_prompt, json_lines
+from pad.principles import Principle
+
+
+@dataclass
+class PreferencePair:
+    prompt: str | list[dict[str, str]]
+    chosen: str
+    rejected: str
+
+
+def read_pairs(path: str | Path) -> list[PreferencePair]:
+    """A JSONL of {"prompt", "chosen", "rejected"}: the prompt as text or chat messages, the answers as text."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise PadError(f"{path}: cannot read ({e.strerror})") from None
+    pairs = []
+    for where, obj in json_lines(path, text):
+        if not isinstance(obj, dict):
+            raise PadError(f"{where}: a preference pair is a JSON object with prompt, chosen and rejected")
+        for key in ("prompt", "chosen", "rejected"):
+            if key not in obj:
+                raise PadError(f"{where}: missing field {key!r} (a pair has prompt, chosen and rejected)")
+        for key in ("chosen", "rejected"):
+            if not isinstance(obj[key], str):
+                raise PadError(f"{where}: {key!r} must be text, got {type(obj[key]).__name__}")
+        pairs.append(PreferencePair(check_chat_prompt(obj["prompt"], where), obj["chosen"], obj["rejected"]))
+    if len(pairs) < 2:
+        raise PadError(f"{path}: {len(pairs)} preference pair(s); a fit needs at least 2")
+    return pairs
+
+
+# -- the fit ----------------------------------------------------------------------------------------------
+
+def fit_bradley_terry(diffs, l2: float = 0.01, nonnegative: bool = True, steps: int = 500):
+    """(P,) weights w maximizing mean log sigmoid(diffs @ w) - l2 / 2 * |w|^2, by L-BFGS in float64.
+
+    diffs: (N, P) each pair's feature difference, chosen minus rejected. Non-negative weights are w = softplus(u):
+    a smooth one-to-one map onto w > 0, so the convex problem keeps a single optimum (a weight the data
+    does not want tends to 0)."""
+    import torch
+
+    d = torch.as_tensor(diffs, dtype=torch.float64)  # (N, P)
+    u = torch.zeros(d.shape[1], dtype=torch.float64, requires_grad=True)  # (P,) w = softplus(0) = log 2 to start
+    weights = (lambda v: torch.nn.functional.softplus(v)) if nonnegative else (lambda v: v)
+    opt = torch.optim.LBFGS([u], lr=1, max_iter=steps, tolerance_grad=1e-10, tolerance_change=1e-14,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        w = weights(u)
+        value = torch.nn.functional.softplus(-(d @ w)).mean() + l2 / 2 * (w * w).sum()  # -log sigmoid = softplus(-x)
+        value.backward()
+        return value
+
+    opt.step(loss)
+    return weights(u).detach()
+
+
+def accuracy(diffs, w) -> float:
+    """Share of pairs whose chosen answer scores higher under w; a tie counts half."""
+    import torch
+
+    m = torch.as_tensor(diffs, dtype=torch.float64) @ torch.as_tensor(w, dtype=torch.float64)  # (N,)
+    return float(((m > 0).double() + 0.5 * (m == 0).double()).mean())
+
+
+def heldout_accuracy(diffs, folds: int = 5, seed: int = 0, **fit) -> float:
+    """Cross-validated accuracy: each pair predicted by a fit on the folds it is not in."""
+    import torch
+
+    n = diffs.shape[0]
+    folds = min(folds, n)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    right = 0.0
+    for f in range(folds):
+        test = order[f::folds]
+        train = torch.cat([order[g::folds] for g in range(folds) if g != f])
+        right += accuracy(diffs[test], fit_bradley_terry(diffs[train], **fit)) * len(test)
+    return right / n
+
+
+# -- the profile ------------------------------------------------------------------------------------------
+
+@dataclass
+class Profile:
+    """Principles and weights fitted to one user's choices, and how well they predict them."""
+
+    principles: list[Principle]
+    pairs: int = 0
+    heldout_accuracy: float | None = None
+    """Cross-validated share of the user's choices the weights predict (0.5: chance)."""
+    train_accuracy: float | None = None
+    fit: dict = field(default_factory=dict)
+    """How it was fitted: PersRM, reference, l2, non-negative, folds, pairs dropped."""
+
+    def specs(self) -> list[str]:
+        """The principles as `--principle` specs, each weight written so that it reads back exactly."""
+        out = []
+        for p in self.principles:
+            name = f'"{p.name}"' if "=" in p.name or p.name[:1] in ("'", '"') else p.name
+            out.append(f"{name}={p.weight!r}")
+        return out
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["principles"] = [{"name": p.name, "weight": p.weight} for p in self.principles]
+        return json.dumps(d, indent=1) + "\n"
+
+
+def load_profile(path: str | Path) -> Profile:
+    """A profile written by `pad fit-weights` (or by hand: {"principles": [{"name", "weight"}, ...]})."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise PadError(f"{path}: cannot read the profile ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise PadError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+    items = data.get("principles") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise PadError(f"{path}: a profile is a JSON object with a non-empty list 'principles' of {{name, weight}}")
+    principles = []
+    for i, p in enumerate(items):
+        ok = (isinstance(p, dict) and isinstance(p.get("name"), str) and p["name"].strip()
+              and isinstance(p.get("weight"), (int, float)) and not isinstance(p["weight"], bool)
+              and math.isfinite(p["weight"]))
+        if not ok:
+            raise PadError(f"{path}: principles[{i}] must be {{\"name\": text, \"weight\": a finite number}}, got {p!r}")
+        principles.append(Principle(p["name"], float(p["weight"])))
+    known = {k: data[k] for k in ("pairs", "heldout_accuracy", "train_accuracy", "fit") if k in data}
+    return Profile(principles, **known)
+
+
+# -- from pairs to a profile --------------------------------------------------------------------------------
+
+@dataclass
+class FitConfig:
+    """Settings of `pad fit-weights`."""
+
+    pairs: str
+    """JSONL of {prompt, chosen, rejected}: the user's own choices."""
+    principles: list[str]
+    """Candidate principles: each gets a weight (names only; a '=w' is refused)."""
+    rm: str | None = None
+    """PersRM: a LoRA adapter folder (its reference: the adapter switched off) or a merged checkpoint; None: the
+    shipped default."""
+    reference: str | None = None
+    """Reference model of the log-ratio (default: the PersRM's base)."""
+    l2: float = 0.01
+    """L2 penalty on the weights (keeps a few dozen pairs from fitting noise)."""
+    nonnegative: bool = True
+    """Weights >= 0: a user can favour a principle or ignore it, not ask for its opposite."""
+    folds: int = 5
+    """Cross-validation folds of the held-out accuracy."""
+    seed: int = 0
+    """Seed of the folds' split."""
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 8
+    """Answers per forward pass."""
+
+    def __post_init__(self):
+        if isinstance(self.principles, str):
+            self.principles = [self.principles]
+        if not self.principles:
+            raise PadError("fit-weights needs candidate principles: -p concise -p humor ...")
+        for p in self.principles:
+            parsed = Principle.parse(p, None)
+            if parsed.weight is not None:
+                raise PadError(f"principle {p!r}: fit-weights finds the weights; give the name only")
+        names = [Principle.parse(p, None).name for p in self.principles]
+        if len(set(names)) < len(names):
+            raise PadError(f"a principle is named twice in {names!r}")
+        if isinstance(self.l2, bool) or not isinstance(self.l2, (int, float)) or not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise PadError(f"l2 must be a number >= 0, got {self.l2!r}")
+        for name in ("folds", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "folds" else 1):
+                raise PadError(f"{name} must be a whole number >= {2 if name == 'folds' else 1}, got {v!r}")
+
+
+def reward_differences(cfg: FitConfig, pairs: list[PreferencePair]):
+    """((N', P) feature differences chosen minus rejected, P principle names, pairs dropped as too long)."""
+    import torch
+
+    from pad.evaluate.inputs import Row
+    from pad.evaluate.scorers import persrm_dimensions
+    from pad.models import DEFAULT_BASE, resolve_device, resolve_dtype
+
+    rm = cfg.rm
+    if rm is None:
+        from pad.decode.run import default_persrm
+
+        rm = default_persrm(DEFAULT_BASE)
+    device = resolve_device(cfg.device)
+    names = [Principle.parse(p, None).name for p in cfg.principles]
+    dims = persrm_dimensions(rm, names, cfg.reference, device=device, dtype=resolve_dtype(cfg.dtype, device))
+    rows = [Row(f"{i}-{side}", pair.prompt, getattr(pair, side)) for i, pair in enumerate(pairs)
+            for side in ("chosen", "rejected")]  # answer j of pair j // 2; chosen first
+    feats = torch.full((len(rows), len(dims)), math.nan, dtype=torch.float64)  # (2N, P)
+    for p, dim in enumerate(dims):
+        items = dim.scorer.prepare(rows)
+        for idx, vectors in dim.scorer.score(items, batch_size=cfg.batch_size):
+            for i, (_, policy, ref) in zip(idx, vectors):
+                feats[i, p] = policy - ref  # the log-ratio: the reward without beta, so w is a decoding weight
+    diffs = feats[0::2] - feats[1::2]  # (N, P)
+    kept = ~diffs.isnan().any(-1)  # an answer too long for the model leaves its pair out
+    return diffs[kept], names, int((~kept).sum())
+
+
+def fit_profile(cfg: FitConfig) -> Profile:
+    """Read the pairs, score every answer per principle, fit the weights and their held-out accuracy."""
+    pairs = read_pairs(cfg.pairs)
+    diffs, names, dropped = reward_differences(cfg, pairs)
+    if diffs.shape[0] < 2:
+        raise PadError(f"{cfg.pairs}: {diffs.shape[0]} pair(s) fit the model's context; a fit needs at least 2")
+    opts = {"l2": cfg.l2, "nonnegative": cfg.nonnegative}
+    w = fit_bradley_terry(diffs, **opts)
+    return Profile(
+        principles=[Principle(n, round(float(x), 6)) for n, x in zip(names, w)],
+        pairs=int(diffs.shape[0]),
+        heldout_accuracy=round(heldout_accuracy(diffs, cfg.folds, cfg.seed, **opts), 4),
+        train_accuracy=round(accuracy(diffs, w), 4),
+        fit={"rm": str(cfg.rm) if cfg.rm else "shipped", "reference": cfg.reference, "l2": cfg.l2,
+             "nonnegative": cfg.nonnegative, "folds": min(cfg.folds, int(diffs.shape[0])), "dropped_too_long": dropped,
+             "features": "sequence log-ratio per principle (PersRM with the principle against the reference)"},
+    )
