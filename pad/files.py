@@ -36,6 +36,15 @@ def json_lines(path: str | Path, text: str, error: type[Exception] = PadError) -
             raise error(f"{path}:{n}: not valid JSON ({e.msg}, column {e.colno})") from None
 
 
+def read_json_lines(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """`json_lines` of a JSONL file, which must be readable (PadError naming the file otherwise)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise PadError(f"{path}: cannot read ({e.strerror})") from None
+    return json_lines(path, text)
+
+
 def load_json(path: str | Path, text: str, error: type[Exception] = PadError) -> Any:
     try:
         return json.loads(text)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pad.decode.engine import BACKBONES, REFERENCES, check_kl_budget
 from pad.errors import PadError
-from pad.files import json_lines, read_yaml_mapping
+from pad.files import read_json_lines, read_yaml_mapping
 from pad.models import DEFAULT_BASE
 from pad.principles import DEFAULT_TEMPLATE, Principle, check_template
 
@@ -157,12 +157,8 @@ def load_run_lines(path: str | Path, base: DecodeConfig) -> list[DecodeConfig]:
     `{"rm_weight": 1.0, "topk": 10, "mode": "greedy", "sample_temp": null}`; a null leaves the setting as is.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise PadError(f"{path}: cannot read ({e.strerror})") from None
     runs = []
-    for where, obj in json_lines(path, text):
+    for where, obj in read_json_lines(path):
         if not isinstance(obj, dict):
             raise PadError(f"{where}: a run config is a JSON object")
         unknown = sorted(set(obj) - set(RUN_KEYS))

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pad.errors import PadError
-from pad.files import check_chat_prompt, json_lines
+from pad.files import check_chat_prompt, read_json_lines
 from pad.principles import Principle
 
 
@@ -36,12 +36,8 @@ class PreferencePair:
 def read_pairs(path: str | Path) -> list[PreferencePair]:
     """A JSONL of {"prompt", "chosen", "rejected"}: the prompt as text or chat messages, the answers as text."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise PadError(f"{path}: cannot read ({e.strerror})") from None
     pairs = []
-    for where, obj in json_lines(path, text):
+    for where, obj in read_json_lines(path):
         if not isinstance(obj, dict):
             raise PadError(f"{where}: a preference pair is a JSON object with prompt, chosen and rejected")
         for key in ("prompt", "chosen", "rejected"):

@@ -18,22 +18,8 @@ from pad.serve.server import free_port
 
 
 def test_pad_serve_answers_logs_and_drains_on_ctrl_c(tiny_llama, tiny_lora):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "pad.cli", "serve", "--llm", str(tiny_llama), "--rm", str(tiny_lora),
-                             "--port", str(port), "--name", "tiny", "--drain-seconds", "20"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-    def up():
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            return httpx.get(f"{url}/health").json()["status"] == "ok"
-        except httpx.TransportError:
-            return False
-
+    proc, url = start(tiny_llama, "--rm", str(tiny_lora), "--drain-seconds", "20")
     try:
-        wait_for(up, "pad serve to start", tries=600, pause=0.1)
         body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
                 "principles": ["concise=1"]}
         assert httpx.post(f"{url}/v1/chat/completions", json=body).json()["usage"]["completion_tokens"] == 5
