@@ -410,12 +410,13 @@ def serve(
     drain_seconds: Annotated[float, typer.Option(help="On Ctrl-C or SIGTERM, how long live requests may run on before they are ended (503, or a stream's finish_reason \"abort\").")] = 30.0,
     api_key: Annotated[str | None, typer.Option(envvar="PAD_API_KEY", show_envvar=True, help="Require this key as a bearer token (the openai client's api_key) on every route but /health.")] = None,
     max_body: Annotated[int, typer.Option(help="The largest request body in bytes (beyond it, 413).")] = 1 << 20,
+    profiles: Annotated[Path | None, typer.Option(help="A folder of weights profiles (NAME.json, as `pad fit-weights` writes): a request's \"profile\": \"NAME\" brings that user's principles and weights.")] = None,
 ):
     """An OpenAI-compatible server where every request brings its own principles.
 
     POST /v1/chat/completions takes OpenAI's chat body (messages, max_tokens, temperature, seed, stream,
     stop, n, logprobs) and PAD's own fields at its top level: principles ([{"name": "concise", "weight": 1}] or
-    ["concise=1"]), topk, reference, mode. Requests are batched continuously: a request joins the running
+    ["concise=1"]), topk, reference, mode, kl_budget, profile (with --profiles). Requests are batched continuously: a request joins the running
     batch at the next step and leaves it as it ends. POST /v1/completions (a plain prompt, no chat
     template), GET /v1/models, GET /health, GET /metrics (Prometheus), GET /docs.
 
@@ -442,7 +443,7 @@ def serve(
     cfg, _, _ = decode_configs(config, {k: v for k, v in given.items() if v is not None})
     typer.echo(f"loading {cfg.llm} ...", err=True)
     svc = build_service(cfg, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens, name=name,
-                        api_key=api_key, max_body=max_body)
+                        api_key=api_key, max_body=max_body, profiles=profiles)
     typer.echo(f"serving {svc.model_id!r} (backbone: {svc.decoder.backbone}) on http://{host}:{port}/v1 "
                f"{' (API key required)' if api_key else ''} - Ctrl-C to stop", err=True)
     run_server(svc, host, port, drain_seconds)

@@ -19,11 +19,13 @@ import hmac
 import json
 import logging
 import math
+import re
 import secrets
 import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,7 +34,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pad.decode.config import MODE_ALIASES, DecodeConfig
-from pad.decode.engine import DecodeRequest, PADDecoder, SamplingSettings, context_size
+from pad.decode.engine import DecodeRequest, PADDecoder, SamplingSettings, check_kl_budget, context_size
+from pad.errors import PadError
 from pad.principles import Principle
 from pad.serve.decoder import RawPrompt
 from pad.serve.metrics import Metrics
@@ -79,6 +82,7 @@ class Service:
     max_tokens: int  # the most tokens one request may ask for
     api_key: str | None = None  # required as a bearer token on every route but /health
     max_body: int = 1 << 20  # bytes
+    profiles: Path | None = None  # the folder a request's `profile` names a file of
     metrics: Metrics = field(default_factory=Metrics)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -244,7 +248,14 @@ def _parse_settings(body: ChatRequest | CompletionRequest, svc: Service, prompt,
     if not 1 <= topk <= svc.decoder.vocab:
         raise BadRequest(f"topk must be a whole number from 1 to {svc.decoder.vocab}, got {topk!r}", "topk")
     reference = body.reference or d.reference
-    principles = d.parsed_principles() if body.principles is None else parse_principles(body.principles, d.weight)
+    if body.profile is not None:
+        if body.principles is not None:
+            raise BadRequest("profile gives the principles and their weights: send one of profile and principles",
+                             "profile")
+        principles = _profile(svc, body.profile)
+    else:
+        principles = d.parsed_principles() if body.principles is None else parse_principles(body.principles,
+                                                                                            d.weight)
     if any(p.weight != 0 for p in principles) and svc.decoder.persrm is None:
         raise BadRequest("this server has no PersRM (start it with --rm) and cannot follow principles", "principles")
 
@@ -255,13 +266,38 @@ def _parse_settings(body: ChatRequest | CompletionRequest, svc: Service, prompt,
     if body.stream_options is not None and not stream:
         raise BadRequest("stream_options is only allowed with stream: true", "stream_options")
 
+    try:
+        check_kl_budget(body.kl_budget)
+    except PadError as e:
+        raise BadRequest(str(e), "kl_budget") from None
     settings = SamplingSettings(topk=topk, mode=mode, temperature=temperature,
-                                max_new_tokens=cap or min(d.max_new_tokens, svc.max_tokens), seed=seed)
+                                max_new_tokens=cap or min(d.max_new_tokens, svc.max_tokens), seed=seed,
+                                kl_budget=body.kl_budget)
     reqs = [DecodeRequest(prompt, principles, id=ROW_ID.format(i), settings=settings, reference=reference)
             for i in range(n)]
     prompt_tokens, persrm_tokens = _check_context(svc, reqs[0], cap, cap_name)
     include_usage = body.stream_options is not None and body.stream_options.include_usage
     return reqs, ChatOptions(stream, include_usage, stops, prompt_tokens, persrm_tokens)
+
+
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def _profile(svc: Service, name: str) -> list[Principle]:
+    """The principles of profile `name`: the file NAME.json in the server's --profiles folder, never a path."""
+    if svc.profiles is None:
+        raise BadRequest("this server has no profiles (start it with --profiles DIR)", "profile")
+    if not PROFILE_NAME.fullmatch(name) or ".." in name:
+        raise BadRequest(f"profile must be a name of letters, digits, '_', '.' and '-', got {name!r}", "profile")
+    path = svc.profiles / f"{name}.json"
+    if not path.is_file():
+        raise BadRequest(f"no profile {name!r} on this server", "profile", status=404, kind="not_found_error")
+    from pad.decode.profiles import load_profile
+
+    try:
+        return load_profile(path).principles
+    except PadError as e:
+        raise BadRequest(f"profile {name!r}: {e}", "profile") from None
 
 
 def _check_context(svc: Service, req: DecodeRequest, cap: int | None, cap_name: str) -> tuple[int, int]:

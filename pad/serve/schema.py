@@ -55,6 +55,11 @@ class Sampling(Strict):
     topk: int | None = Field(None, description="candidates per step")
     reference: Literal["base", "persrm", "prompted-base"] | None = None
     mode: Literal["greedy", "sample", "topk"] | None = None
+    kl_budget: float | None = Field(None, description="per-token KL budget in nats (pad decode --kl-budget): each "
+                                    "step scales the PersRM's reward to stay within it; 0 is vanilla")
+    profile: str | None = Field(None, description="a weights profile in the server's --profiles folder (the file "
+                                "NAME.json, as pad fit-weights writes): its principles and weights, instead of "
+                                "principles")
 
 
 class ChatRequest(Sampling):

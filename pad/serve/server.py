@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 from pad.decode.config import DecodeConfig
 from pad.decode.engine import SamplingSettings
@@ -23,7 +25,8 @@ log = logging.getLogger("pad.serve")
 
 
 def build_service(cfg: DecodeConfig, max_batch: int = 8, max_queue: int = 64, max_tokens: int = 1024,
-                  name: str | None = None, models=None, api_key: str | None = None, max_body: int = 1 << 20) -> Service:
+                  name: str | None = None, models=None, api_key: str | None = None, max_body: int = 1 << 20,
+                  profiles: str | os.PathLike | None = None) -> Service:
     """Load the models of `cfg` (or take loaded `models`) and wrap one decoder in a worker.
 
     Without a PersRM (another base and no --rm) the server still serves vanilla answers."""
@@ -50,10 +53,12 @@ def build_service(cfg: DecodeConfig, max_batch: int = 8, max_queue: int = 64, ma
                                 max_new_tokens=min(cfg.max_new_tokens, max_tokens), seed=cfg.seed)
     if api_key is not None and not api_key.strip():
         raise PadError("--api-key is empty")
+    if profiles is not None and not Path(profiles).is_dir():
+        raise PadError(f"--profiles {str(profiles)!r} is not a folder")
     metrics = Metrics()
     worker = Worker(decoder, settings, max_batch=max_batch, max_queue=max_queue, metrics=metrics)
     return Service(decoder, worker, cfg, name or cfg.llm, max_tokens, api_key=api_key, max_body=max_body,
-                   metrics=metrics)
+                   metrics=metrics, profiles=Path(profiles) if profiles is not None else None)
 
 
 def is_loopback(host: str) -> bool:
