@@ -9,7 +9,8 @@ steps, each of `--steps` steps is timed whole, and its parts are timed on the sa
 - forward (no adapter): the same 2B rows and cache widths through the plain model: the floor of any
   one-forward path (what the adapter's hooks add is the difference);
 - forward (B rows, no padding): the B base rows alone, their cache cut to their own width: vanilla's step;
-- padding share: the fraction of attended cache columns that are padding.
+- padding share: the fraction of attended cache columns that are padding;
+- prefill: `admit` of the B prompts once (base and PersRM rows in one padded forward), against a step's cost.
 
 Everything outside the forward (top-k, the rule, selection, bookkeeping) is step - forward (adapter).
 
@@ -81,13 +82,15 @@ def _time_parts(st, parts: dict, device: str) -> float:
 
 
 def profile(dec: PADDecoder, prompts: list[str], principles, bs: int, warm: int, steps: int, device: str) -> dict:
+    with torch.inference_mode():
+        dec.generate([DecodeRequest(prompts[0], principles)], SamplingSettings(max_new_tokens=4))  # warm-up
     batch = dec.batch(SamplingSettings(topk=10, max_new_tokens=warm + steps + 2))
-    batch.admit([DecodeRequest(prompts[i % len(prompts)], principles) for i in range(bs)])
+    reqs = [DecodeRequest(prompts[i % len(prompts)], principles) for i in range(bs)]
+    prefill = _timed(lambda: batch.admit(reqs), device)  # base and PersRM rows, padded to one width
     st = batch.base_stream
     parts = {"step": [], "forward (adapter)": [], "forward (no adapter)": [], "forward (B rows, no padding)": []}
     pad_share = []
     with torch.inference_mode():
-        dec.generate([DecodeRequest(prompts[0], principles)], SamplingSettings(max_new_tokens=4))  # warm-up
         for _ in range(warm):
             batch.step()
         for _ in range(steps):
@@ -96,7 +99,8 @@ def profile(dec: PADDecoder, prompts: list[str], principles, bs: int, warm: int,
     med = {k: statistics.median(v) * 1000 for k, v in parts.items()}
     med["outside the forward"] = med["step"] - med["forward (adapter)"]
     med["adapter hooks"] = med["forward (adapter)"] - med["forward (no adapter)"]
-    return {"batch": bs, "rows": st.rows, "ms": med, "padding share": statistics.median(pad_share)}
+    return {"batch": bs, "rows": st.rows, "ms": med, "padding share": statistics.median(pad_share),
+            "prefill ms": prefill * 1000}
 
 
 def main():
@@ -128,12 +132,13 @@ def main():
             "forward (B rows, no padding)"]
     print(f"\nOne step of the shared backbone ({args.models}, {device}), median ms over {args.steps} steps after "
           f"{args.warm}:\n")
-    print("| batch | rows | " + " | ".join(keys) + " | step / B-row forward | padding share |")
-    print("|---|---|" + "---|" * (len(keys) + 2))
+    print("| batch | rows | " + " | ".join(keys) + " | step / B-row forward | padding share | prefill (once) |")
+    print("|---|---|" + "---|" * (len(keys) + 3))
     for r in rows:
         m = r["ms"]
         print(f"| {r['batch']} | {r['rows']} | " + " | ".join(f"{m[k]:.1f}" for k in keys)
-              + f" | {m['step'] / m['forward (B rows, no padding)']:.2f} | {r['padding share']:.0%} |")
+              + f" | {m['step'] / m['forward (B rows, no padding)']:.2f} | {r['padding share']:.0%} | "
+              f"{r['prefill ms']:.0f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": device, "rows": rows}, f, indent=1)

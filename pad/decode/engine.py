@@ -333,8 +333,8 @@ class _Group:
     rows: torch.Tensor | None  # (B_g,) positions among the live rows; None: all of them
     k: int
     reference: str
-    base_idx: torch.Tensor  # (B_g,) each row's base sequence in the base stream
-    base_at: torch.Tensor | slice  # base_idx, or the same rows as a slice (a view, no gather) where contiguous
+    base_at: torch.Tensor | slice  # (B_g,) each row's base sequence in the base stream; a slice (a view, no
+    # gather) where they are contiguous
     pr_idx: torch.Tensor  # (S,) principle sequences in the PersRM stream
     owner: torch.Tensor  # (S,) which of the group's rows each guides
     weight: torch.Tensor  # (S,)
@@ -571,7 +571,7 @@ class DecodeBatch:
             base_idx = [base_of[self.rows[i].key] for i in rows]
             contiguous = base_idx == list(range(base_idx[0], base_idx[0] + len(base_idx)))
             self.groups.append(_Group(
-                rows=None if whole else t(rows), k=k, reference=reference, base_idx=t(base_idx),
+                rows=None if whole else t(rows), k=k, reference=reference,
                 base_at=slice(base_idx[0], base_idx[0] + len(base_idx)) if contiguous else t(base_idx),
                 pr_idx=t(pr_idx), owner=t(owner),
                 weight=t(weight, torch.float32), ref_idx=t(ref_idx) if reference != "base" else None))

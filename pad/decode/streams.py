@@ -38,6 +38,8 @@ class SliceLoRA:
         self.adapter = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapters[0]
         self.layers = [m for m in model.modules() if isinstance(m, LoraLayer) and self.adapter in m.lora_A]
         self.wrappers = _trained_modules(model, self.adapter)
+        # every flag `active` flips, listed once: it runs at every forward
+        self._switches = self.layers + [m for w in self.wrappers for m in _switches(w)]
         self.start: int | None = None
         self._inside = False  # a wrapper's hook is computing the adapter rows: no second hook
         self._handles = [m.register_forward_hook(self._add_delta) for m in self.layers]
@@ -111,16 +113,15 @@ class SliceLoRA:
         """Within: a forward applies the adapter to rows start: only."""
         # PEFT's switch is a flag on each layer; flipping it directly costs microseconds, where
         # `disable_adapter()` walks the whole module tree and touches requires_grad every step.
-        switches = self.layers + [m for w in self.wrappers for m in _switches(w)]
-        saved = [m._disable_adapters for m in switches]
-        for m in switches:
+        saved = [m._disable_adapters for m in self._switches]
+        for m in self._switches:
             m._disable_adapters = True
         self.start = start
         try:
             yield
         finally:
             self.start = None
-            for m, s in zip(switches, saved):
+            for m, s in zip(self._switches, saved):
                 m._disable_adapters = s
 
     def remove(self) -> None:
@@ -218,6 +219,7 @@ class Stream:
         # transformers 5 renamed `past_key_values` to `cache`; support both.
         self.cache_kw = "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
         self.cache = None
+        self._joinable = True  # the kind of cache the model makes: read once, at the first prefill
         self.mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)  # (N, W) 1 = a real token
         self.next_pos = torch.zeros((0,), dtype=torch.long, device=self.device)  # (N,) position of the next token
         self.logits: torch.Tensor | None = None  # (N, V) next-token logits of every row
@@ -231,7 +233,7 @@ class Stream:
     @property
     def joinable(self) -> bool:
         """Whether rows can join now: the stream is empty, or its cache is one rows can be padded into."""
-        return self.rows == 0 or self.cache is None or _joinable_layers(self.cache) is not None
+        return self.rows == 0 or self._joinable
 
     def add(self, plain: Sequence[list[int]], plain_tags: Sequence = (), adapter: Sequence[list[int]] = (),
             adapter_tags: Sequence = ()) -> None:
@@ -253,6 +255,7 @@ class Stream:
         next_pos = torch.tensor([len(s) for s in seqs], device=self.device)
         if self.cache is None or self.rows == 0:
             self.cache, self.mask, self.next_pos, self.logits = cache, mask, next_pos, logits
+            self._joinable = _joinable_layers(cache) is not None
             self.n_plain = len(plain)
             self.tags = [*plain_tags, *adapter_tags]
             return

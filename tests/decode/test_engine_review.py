@@ -231,7 +231,7 @@ def _picks(dec, req, s):
     batch.admit([req])
     picks = []
     while batch.live:
-        cand = batch.base_stream.logits[batch.groups[0].base_idx].topk(s.topk).indices[0].tolist()  # (k,)
+        cand = batch.base_stream.logits[batch.groups[0].base_at].topk(s.topk).indices[0].tolist()  # (k,)
         batch.step()
         picks.append(cand.index(batch.new_tokens()[0][1]))
     return picks
