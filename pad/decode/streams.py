@@ -104,8 +104,7 @@ class SliceLoRA:
             for m in switches:
                 m._disable_adapters = True
             self._inside = False
-        output = output.clone()
-        output[self.start:] = adapted.to(output.dtype)
+        output[self.start:] = adapted.to(output.dtype)  # in place, as the LoRA hook adds its delta: no (N, ...) copy
         return output
 
     @contextmanager
