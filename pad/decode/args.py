@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from pad.decode.guides import Guide, GuideRow
+from pad.decode.scoring import args_scores
 from pad.decode.streams import Stream
 from pad.errors import PadError
 from pad.principles import Message, chat_text, to_messages
@@ -234,3 +236,56 @@ class ArgsGuide:
         if self.path == "cached":
             return CachedReward(self.scorer.load(), self.scorer.tokenizer, self.label, pad_id, template)
         return TextReward(self.scorer, self.label, self.base_tok)
+
+
+class ArgsRows(Guide):
+    """ARGS as a guide of the batch: the rows with w != 0 are rows of a reader (`CachedReward` or `TextReward`),
+    whose rewards over the candidates, times w, the batch adds to z_b. One top-k per batch."""
+
+    name = "args"
+    one_topk = True
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.w = torch.zeros(0, dtype=torch.float32)  # (N,) each reader row's w
+        self._feed: torch.Tensor | None = None  # (N,) each reader row's position among the live rows
+        self._cand: torch.Tensor | None = None
+
+    @property
+    def joinable(self) -> bool:
+        stream = getattr(self.reader, "stream", None)
+        return stream is None or stream.joinable
+
+    def join(self, rows: list[GuideRow]) -> None:
+        rows = [r for r in rows if r.weight != 0]
+        if rows:
+            self.reader.add([r.prompt for r in rows], [r.key for r in rows])
+            self.w = torch.cat([self.w, torch.tensor([r.weight for r in rows], dtype=torch.float32)])
+
+    def index(self, keys: list[int]) -> None:
+        pos = {k: i for i, k in enumerate(keys)}
+        self._feed = torch.tensor([pos[key] for key in self.reader.tags], dtype=torch.long)
+
+    def rewards(self, at, zb_c, cand):
+        if not self.reader.rows:
+            return None
+        if at is not None:
+            raise PadError("ARGS scores one top-k per batch")
+        dev = zb_c.device
+        feed = self._feed.to(dev)
+        self._cand = cand[feed]  # (N, k)
+        rm = self.reader.rewards(self._cand).to(dev)  # (N, k) RM(x, y_<t + a)
+        return feed, args_scores(torch.zeros_like(rm), rm, self.w.to(dev))  # w * RM, as ARGS adds it to z_b
+
+    def commit(self, nxt: torch.Tensor) -> None:
+        if self._cand is not None:  # each guided row's RM cache keeps its chosen candidate
+            self.reader.commit((self._cand == nxt[self._feed.to(nxt.device), None]).int().argmax(-1))
+            self._cand = None
+
+    def leave(self, alive: set[int]) -> None:
+        if not self.reader.rows:
+            return
+        keep = [j for j, key in enumerate(self.reader.tags) if key in alive]
+        if len(keep) < self.reader.rows:
+            self.reader.keep(torch.tensor(keep, dtype=torch.long))
+            self.w = self.w[keep]

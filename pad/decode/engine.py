@@ -1,18 +1,18 @@
 """The cached, batched PAD decoding engine.
 
-Three parts (docs/style.md):
+Three kinds of parts (docs/style.md):
 - streams (`pad.decode.streams`): one model's left-padded sequences and KV cache; rows join and leave;
-- the PAD guide (`pad.decode.scoring.pad_scores`): given the base's candidates for every row and the
-  PersRM's logits, each row's guided score over its candidates;
+- guides (`pad.decode.guides`): given the base's candidates for every row, each guided row's reward over them:
+  PAD's PersRM on a separate model or on the shared backbone (`pad.decode.pad_guide`), ARGS's reward model
+  (`pad.decode.args`), the PersRM of another tokenizer (`pad.decode.cross`); none for vanilla;
 - the batch (`DecodeBatch`): who is live, who joins, who finished; one `step()` makes one token for every
-  live row. `PADDecoder.generate`, `pad decode` and a server all drive the same batch.
+  live row: base logits -> top-k -> the guides' rewards -> select -> feed. `PADDecoder.generate`, `pad decode`
+  and a server all drive the same batch.
 
-Every row owns a few sequences ("slots"): its base sequence, one PersRM sequence per active principle, and
-for the references `persrm` / `prompted-base` one reference sequence per row / per principle. On the two-
-model path the base's slots are rows of the base model's stream and the PersRM's slots rows of the PersRM's
-stream; on the shared-backbone path (a LoRA PersRM on the base itself) all slots are rows of one stream,
-the PersRM's with the adapter on. Either way a step costs one forward per model, whatever the number of
-principles, and finished rows leave every cache at once.
+The batch runs the base model's stream (every row's base sequence, and the sequences a guide keeps in the base
+model: PAD's adapter rows on the shared backbone, its prompted-base references); a guide runs its own models.
+A step costs one forward per model, whatever the number of principles, and finished rows leave every cache at
+once.
 """
 
 from __future__ import annotations
@@ -26,17 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pad.decode.scoring import (
-    args_scores,
-    candidates,
-    kl_budget_scores,
-    kl_from_base,
-    pad_scores,
-    row_key,
-    row_uniforms,
-    select_tokens,
-    stream_rewards,
-)
+from pad.decode.guides import Guide, GuideRow, Slot
+from pad.decode.scoring import candidates, kl_budget_scores, kl_from_base, row_key, row_uniforms, select_tokens
 from pad.decode.streams import SliceLoRA, Stream
 from pad.errors import PadError
 from pad.principles import DEFAULT_TEMPLATE, Message, Principle, check_template, join_principles, principle_prompt
@@ -230,6 +221,19 @@ class PADDecoder:
         self.device = next(self.base.parameters()).device
         self.guide = "args" if args is not None else "pad" if self.persrm is not None else "none"
 
+    def new_guides(self, base_stream: Stream) -> list[Guide]:
+        """The guides of a new batch whose base stream is `base_stream`."""
+        if self.args is not None:
+            from pad.decode.args import ArgsRows
+
+            return [ArgsRows(self.args.new_reader(self.pad_id, self.template))]
+        if self.persrm is None:
+            return []
+        from pad.decode.pad_guide import PadGuide
+
+        persrm = None if self.backbone == "shared" else self.persrm
+        return [PadGuide(base_stream, persrm, self.pad_id, context_size(self.base), context_size(self.persrm))]
+
     def texts(self, req: DecodeRequest) -> tuple[str, list[str], str | None]:
         """(base input, PersRM inputs per active principle, PersRM reference input or None)."""
         reference = req.reference or self.reference
@@ -317,28 +321,13 @@ class PADDecoder:
 
 
 @dataclass
-class _Slot:
-    """One sequence a row owns in a stream."""
-
-    row: int  # the row's key in the batch
-    role: str  # "base", "principle", "ref" (PersRM without principles) or "prompted" (base, principle prompt)
-    weight: float = 0.0
-    pair: int = -1  # principle streams and their "prompted" references share a number
-
-
-@dataclass
 class _Group:
-    """Rows guided together in a step (same top-k and reference) and where their slots are."""
+    """Rows that share a top-k, guided together in a step (almost always all of them), and their base rows."""
 
     rows: torch.Tensor | None  # (B_g,) positions among the live rows; None: all of them
     k: int
-    reference: str
     base_at: torch.Tensor | slice  # (B_g,) each row's base sequence in the base stream; a slice (a view, no
     # gather) where they are contiguous
-    pr_idx: torch.Tensor  # (S,) principle sequences in the PersRM stream
-    owner: torch.Tensor  # (S,) which of the group's rows each guides
-    weight: torch.Tensor  # (S,)
-    ref_idx: torch.Tensor | None  # (S,) each principle's reference sequence; None: the row's base logits
 
 
 @dataclass
@@ -350,8 +339,6 @@ class _Row:
     limit: int
     started: float
     s: SamplingSettings
-    reference: str
-    args_w: float = 0.0
 
 
 class DecodeBatch:
@@ -359,8 +346,8 @@ class DecodeBatch:
     row, finished rows leave at once. Greedy results of a row do not depend on which rows share the batch
     or when they joined; sampled ones depend only on the seed and the row's id.
 
-    The base's slots ("base", "prompted") are rows of the base stream; the PersRM's ("principle", "ref") rows
-    of the PersRM stream, which on the shared backbone is the base stream's adapter section.
+    The batch owns the base model's stream (each row's base sequence, and whatever sequences a guide keeps
+    there) and the rows' bookkeeping; its guides (`pad.decode.guides`) own the rest.
     """
 
     def __init__(self, decoder: PADDecoder, settings: SamplingSettings):
@@ -369,33 +356,20 @@ class DecodeBatch:
         self.dev = decoder.device
         self.eos = decoder.eos_ids.to(self.dev)
         self.base_stream = Stream(decoder.base, decoder.pad_id, lora=decoder.shared)
-        if decoder.shared is not None and decoder.persrm is None:  # a PEFT base with its adapter off throughout
-            self.rm_stream, self.streams = None, [self.base_stream]
-        elif decoder.shared is not None:  # one model: the PersRM's slots are its adapter rows
-            self.rm_stream = self.base_stream
-            self.streams = [self.base_stream]
-        elif decoder.persrm is not None:
-            self.rm_stream = Stream(decoder.persrm, decoder.pad_id)
-            self.streams = [self.base_stream, self.rm_stream]
-        else:
-            self.rm_stream, self.streams = None, [self.base_stream]
-        self.args = decoder.args.new_reader(decoder.pad_id, decoder.template) if decoder.args is not None else None
+        self.ctx_b = context_size(decoder.base)
+        self.guides: list[Guide] = decoder.new_guides(self.base_stream)
         self.rows: list[_Row] = []  # live rows in position order
         self.done: list[tuple[int, DecodeResult]] = []  # finished since the last collection
         self._next_key = 0
-        self._next_pair = 0
         self._cancelled: set[int] = set()
         self._made: tuple[list[_Row], torch.Tensor] = ([], torch.zeros(0, dtype=torch.long))
         self.keep_distributions = False  # a server's logprobs: keep each step's distributions (see distributions())
         self._dists: list[tuple] = []
-        self.ctx_b = context_size(decoder.base)
-        self.ctx_r = context_size(decoder.persrm) if decoder.persrm is not None else None
         # per live row, (B,) each: tokens made so far, the token cap
         self.n_gen = torch.zeros(0, dtype=torch.long, device=self.dev)
         self.limit = torch.zeros(0, dtype=torch.long, device=self.dev)
         self.temp = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, its temperature
         self.sample = torch.zeros(0, dtype=torch.bool, device=self.dev)  # per row, whether it samples
-        self.args_w = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, ARGS's weight w
         self.eps = torch.zeros(0, dtype=torch.float32, device=self.dev)  # per row, its KL budget (inf: none)
         self.budget = torch.zeros(0, dtype=torch.bool, device=self.dev)  # per row, whether it has a budget
         self.out = torch.zeros((0, 1), dtype=torch.long, device=self.dev)  # (B, longest limit) tokens made
@@ -410,11 +384,20 @@ class DecodeBatch:
         return len(self.rows)
 
     @property
+    def streams(self) -> list[Stream]:
+        """Every model stream the batch runs: the base's and the guides' own."""
+        out = [self.base_stream]
+        for g in self.guides:
+            st = getattr(g, "stream", None) or getattr(getattr(g, "reader", None), "stream", None)
+            if st is not None and all(st is not o for o in out):
+                out.append(st)
+        return out
+
+    @property
     def accepts_rows(self) -> bool:
         """Whether `admit` can add rows now. False only while rows decode in a cache that new rows cannot join
         (a quantized or static one): the batch then drains, and the next rows start a fresh one."""
-        streams = self.streams + ([self.args.stream] if getattr(self.args, "stream", None) is not None else [])
-        return all(st.joinable for st in streams)
+        return self.base_stream.joinable and all(g.joinable for g in self.guides)
 
     # -- rows join ---------------------------------------------------------------------------------
 
@@ -427,66 +410,49 @@ class DecodeBatch:
         d = self.dec
         for req in requests:
             d.check(req)
-            if self.args is not None and (req.settings or self.s).topk != self.s.topk:
-                raise PadError(f"ARGS scores one top-k per batch ({self.s.topk}); a request asked for "
-                               f"{(req.settings or self.s).topk}")
+            k = (req.settings or self.s).topk
+            for g in self.guides:
+                if g.one_topk and k != self.s.topk:
+                    raise PadError(f"{g.name} scores one top-k per batch ({self.s.topk}); a request asked for {k}")
         enc = lambda tok, text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        keys, new_rows = [], []
-        args_new: list[tuple] = []  # (prompt, row key) of rows ARGS guides
-        base_seqs: list[tuple[list[int], _Slot]] = []  # sequences the base model reads
-        rm_seqs: list[tuple[list[int], _Slot]] = []  # sequences the PersRM reads
+        keys, new_rows, joining = [], [], []
+        base_seqs: list[tuple[list[int], Slot]] = []  # each row's own base sequence
         now = time.perf_counter()
         for req in requests:
             key = self._next_key
             self._next_key += 1
             keys.append(key)
             s = req.settings or self.s
-            reference = req.reference or d.reference
             bt, rts, reft = d.texts(req)
-            rm_texts = rts + ([reft] if reft else [])
+            gr = GuideRow(key, req.prompt, [p for p in req.principles if p.weight != 0], rts, reft,
+                          [enc(d.rm_tok, t) for t in rts], enc(d.rm_tok, reft) if reft else None,
+                          req.reference or d.reference,
+                          req.weight if req.weight is not None else d.args_weight)
             ids = enc(d.tok, bt)
-            mine_base = [(ids, _Slot(key, "base"))]
-            mine_rm = []
-            for p, text in zip([p for p in req.principles if p.weight != 0], rts):
-                rid = enc(d.rm_tok, text)
-                pair = self._next_pair
-                self._next_pair += 1
-                mine_rm.append((rid, _Slot(key, "principle", p.weight, pair)))
-                if reference == "prompted-base":  # the base reading the same principle prompt
-                    mine_base.append((rid, _Slot(key, "prompted", 0.0, pair)))
-            if reft:
-                mine_rm.append((enc(d.rm_tok, reft), _Slot(key, "ref")))
-            # every sequence the row owns must fit its model's context: the base's own and, with the
-            # prompted-base reference, the principle prompts the base reads too
-            lim = s.max_new_tokens
-            if self.ctx_b is not None:
-                lim = min([lim] + [self.ctx_b - len(seq) for seq, _ in mine_base])
-            if self.ctx_r is not None:
-                lim = min([lim] + [self.ctx_r - len(rid) for rid, _ in mine_rm])
-            if lim < 1:
+            # every sequence the row owns must fit its model's context: the base's own and the guides'
+            lims = [s.max_new_tokens] + ([self.ctx_b - len(ids)] if self.ctx_b is not None else [])
+            lims += [lim for g in self.guides if (lim := g.room(gr)) is not None]
+            gr.limit = min(lims)
+            rm_texts = rts + ([reft] if reft else [])
+            if gr.limit < 1:
                 self.done.append((key, DecodeResult(req.id, [], "", "skipped", bt, rm_texts, 0.0)))
                 continue
-            base_seqs += mine_base
-            rm_seqs += mine_rm
-            w_args = 0.0
-            if self.args is not None:
-                w_args = req.weight if req.weight is not None else d.args_weight
-                if w_args != 0:
-                    args_new.append((req.prompt, key))
+            base_seqs.append((ids, Slot(key, "base")))
+            joining.append(gr)
             row_id = req.id if req.id is not None else str(key)
             seed = s.seed if s.seed is not None else self.seed
-            new_rows.append((_Row(key, req, bt, rm_texts, lim, now, s, reference, w_args), row_key(seed, row_id)))
+            new_rows.append((_Row(key, req, bt, rm_texts, gr.limit, now, s), row_key(seed, row_id)))
         if not new_rows:
             return keys
+        plain, adapter = list(base_seqs), []
+        for g in self.guides:
+            more_plain, more_adapter = g.plan(joining)
+            plain += more_plain
+            adapter += more_adapter
         unzip = lambda pairs: ([x for x, _ in pairs], [t for _, t in pairs])  # noqa: E731
-        if self.rm_stream is self.base_stream:
-            self.base_stream.add(*unzip(base_seqs), *unzip(rm_seqs))
-        else:
-            self.base_stream.add(*unzip(base_seqs))
-            if rm_seqs:
-                self.rm_stream.add(*unzip(rm_seqs))
-        if args_new:
-            self.args.add(*unzip(args_new))
+        self.base_stream.add(*unzip(plain), *unzip(adapter))  # one prefill of every base-model sequence
+        for g in self.guides:
+            g.join(joining)
         self.rows += [r for r, _ in new_rows]
         n, dev = len(new_rows), self.dev
         width = max(self.out.shape[1], max(r.limit for r, _ in new_rows))
@@ -503,7 +469,6 @@ class DecodeBatch:
         self.limit = torch.cat([self.limit, torch.tensor([r.limit for r, _ in new_rows], device=dev)])
         self.temp = torch.cat([self.temp, torch.tensor([r.s.temperature for r, _ in new_rows], device=dev)])
         self.sample = torch.cat([self.sample, torch.tensor([r.s.mode == "sample" for r, _ in new_rows], device=dev)])
-        self.args_w = torch.cat([self.args_w, torch.tensor([r.args_w for r, _ in new_rows], device=dev)])
         eps = [r.s.kl_budget for r, _ in new_rows]
         self.eps = torch.cat([self.eps, budget_f32([math.inf if e is None else e for e in eps]).to(dev)])
         self.budget = torch.cat([self.budget, torch.tensor([e is not None for e in eps], device=dev)])
@@ -539,52 +504,35 @@ class DecodeBatch:
     # -- one step ----------------------------------------------------------------------------------
 
     def _index(self) -> None:
-        """Rebuild the index tensors that map slots to rows; runs only when rows join or leave.
-
-        Rows that share a top-k and a reference form one group, guided together (almost always one group).
-        Indices are rows of the stream that holds the slot, so a step reads each stream's logits in place."""
+        """Rebuild what maps sequences to rows; runs only when rows join or leave. Rows that share a top-k form
+        one group (almost always all of them). Indices are rows of the stream that holds the sequence, so a
+        step reads each stream's logits in place."""
         pos = {r.key: i for i, r in enumerate(self.rows)}
-        base_of = {}  # row key -> its base row in the base stream
-        prompted = {}  # pair -> row of the base stream
-        for j, sl in enumerate(self.base_stream.tags):
-            if sl.role == "base":
-                base_of[sl.row] = j
-            elif sl.role == "prompted":
-                prompted[sl.pair] = j
-        rm_tags = self.rm_stream.tags if self.rm_stream is not None else []
-        ref_of_row = {sl.row: j for j, sl in enumerate(rm_tags) if sl.role == "ref"}
-        members: dict[tuple[int, str], list[int]] = {}
+        base_of = {sl.row: j for j, sl in enumerate(self.base_stream.tags) if sl.role == "base"}
+        members: dict[int, list[int]] = {}
         for i, r in enumerate(self.rows):
-            members.setdefault((r.s.topk, r.reference), []).append(i)
-        t = lambda xs, dtype=torch.long: torch.tensor(xs, dtype=dtype, device=self.dev)  # noqa: E731
+            members.setdefault(r.s.topk, []).append(i)
+        t = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.dev)  # noqa: E731
         self.groups = []
-        for (k, reference), rows in members.items():
-            local = {self.rows[i].key: n for n, i in enumerate(rows)}
-            pr_idx, owner, weight, ref_idx = [], [], [], []
-            for j, sl in enumerate(rm_tags):
-                if sl.role == "principle" and sl.row in local:
-                    pr_idx.append(j)
-                    owner.append(local[sl.row])
-                    weight.append(sl.weight)
-                    ref_idx.append(ref_of_row.get(sl.row) if reference == "persrm" else prompted.get(sl.pair))
+        for k, rows in members.items():
             whole = len(rows) == len(self.rows)  # one group: no gathering of rows
             base_idx = [base_of[self.rows[i].key] for i in rows]
             contiguous = base_idx == list(range(base_idx[0], base_idx[0] + len(base_idx)))
             self.groups.append(_Group(
-                rows=None if whole else t(rows), k=k, reference=reference,
-                base_at=slice(base_idx[0], base_idx[0] + len(base_idx)) if contiguous else t(base_idx),
-                pr_idx=t(pr_idx), owner=t(owner),
-                weight=t(weight, torch.float32), ref_idx=t(ref_idx) if reference != "base" else None))
-        self.feeds = [t([pos[sl.row] for sl in st.tags]) for st in self.streams]
-        if self.args is not None:
-            self.args_feed = t([pos[key] for key in self.args.tags])  # (N_args,) the rows ARGS guides
+                rows=None if whole else t(rows), k=k,
+                base_at=slice(base_idx[0], base_idx[0] + len(base_idx)) if contiguous else t(base_idx)))
+        self.feed = t([pos[sl.row] for sl in self.base_stream.tags])  # each base-stream sequence's row
+        keys = [r.key for r in self.rows]
+        for g in self.guides:
+            g.index(keys)
         self.any_sample = any(r.s.mode == "sample" for r in self.rows)
         self.any_budget = any(r.s.kl_budget is not None for r in self.rows)
         self.all_sample = all(r.s.mode == "sample" for r in self.rows)
 
     @torch.inference_mode()
     def step(self) -> list[tuple[int, DecodeResult]]:
-        """Make one token for every live row; returns the rows that finished, as (key, result)."""
+        """Make one token for every live row: base logits -> top-k -> the guides' rewards -> select -> feed.
+        Returns the rows that finished, as (key, result)."""
         self._made = ([], self._made[1][:0])
         self._dists = []
         if self._cancelled:
@@ -595,72 +543,52 @@ class DecodeBatch:
         u = self.unif.gather(1, self.n_gen[:, None]).squeeze(1) if self.any_sample else None  # (B,)
         mode = "sample" if self.all_sample else self.sample if self.any_sample else "greedy"
         nxt = torch.empty(len(self.rows), dtype=torch.long, device=self.dev)  # (B,)
-        # the base's candidates, once per group: (B_g, k) logits in float32 and ids
-        tops = [candidates(self.base_stream.logits[g.base_at], g.k) for g in self.groups]
-        bonus = cand_args = None
-        if self.args is not None and self.args.rows:  # ARGS: w * RM(x, y_<t + a) over each row's candidates
-            cand_all = tops[0][1] if self.groups[0].rows is None else torch.empty(
-                (len(self.rows), self.s.topk), dtype=torch.long, device=self.dev)  # (B, k): one top-k per batch
-            for g, (_, cand) in zip(self.groups, tops):
-                if g.rows is not None:
-                    cand_all[g.rows] = cand
-            cand_args = cand_all[self.args_feed]  # (N_args, k)
-            bonus = torch.zeros((len(self.rows), self.s.topk), device=self.dev)  # (B, k) w * RM, 0 where unguided
-            bonus[self.args_feed] = args_scores(torch.zeros_like(bonus[self.args_feed]),
-                                                self.args.rewards(cand_args).to(self.dev), self.args_w[self.args_feed])
-        for g, (zb_c, cand) in zip(self.groups, tops):
-            zr = zref = None
-            if g.pr_idx.numel():
-                zr = self.rm_stream.logits  # (N_rm, V), read at pr_idx (one row per principle stream), where it is
-                if g.ref_idx is not None:
-                    zref = zr if g.reference == "persrm" else self.base_stream.logits
+        for g in self.groups:
+            zb_c, cand = candidates(self.base_stream.logits[g.base_at], g.k)  # (B_g, k) float32 logits and ids
+            rewards = [r for guide in self.guides if (r := guide.rewards(g.rows, zb_c, cand)) is not None]
+            score = zb_c.clone()  # (B_g, k) z_b + sum_i w_i r_i, added sequence by sequence
+            for owner, wr in rewards:
+                score.index_add_(0, owner, wr)
             if self.any_budget:
-                score = self._within_budget(g, zb_c, cand, zr, zref)  # (B_g, k)
-            else:
-                score = pad_scores(zb_c, cand, zr, g.owner, g.weight, zref, g.ref_idx, g.pr_idx)  # (B_g, k)
-            if bonus is not None:
-                score = score + (bonus if g.rows is None else bonus[g.rows])
+                score = self._within_budget(g, zb_c, rewards, score)
             if self.keep_distributions:
-                t = self.temp if g.rows is None else self.temp[g.rows]
-                t = torch.where(self.sample if g.rows is None else self.sample[g.rows], t, torch.ones_like(t))
-                lse = self.base_stream.logits[g.base_at].float().logsumexp(-1, keepdim=True)  # (B_g, 1)
-                self._dists.append((g.rows, cand, (score / t[:, None]).log_softmax(-1),  # (B_g, k) x 3
-                                    zb_c - lse))
+                self._keep_distribution(g, zb_c, cand, score)
             if g.rows is None:
                 nxt = select_tokens(cand, score, mode, self.temp, u)
             else:
                 m = mode if isinstance(mode, str) else mode[g.rows]
                 nxt[g.rows] = select_tokens(cand, score, m, self.temp[g.rows], u[g.rows] if u is not None else None)
         self._made = (self.rows, nxt)  # for new_tokens(); _finish replaces self.rows, never edits it
-        if cand_args is not None:  # each guided row's RM cache keeps its chosen candidate
-            self.args.commit((cand_args == nxt[self.args_feed, None]).int().argmax(-1))
+        for guide in self.guides:
+            guide.commit(nxt)
         self.out[torch.arange(nxt.shape[0], device=self.dev), self.n_gen] = nxt
         self.n_gen += 1
         is_eos = torch.isin(nxt, self.eos)
         done = is_eos | (self.n_gen >= self.limit)
         if bool(done.any()):
             nxt = self._finish(done, is_eos, nxt)
-        for st, feed in zip(self.streams, self.feeds):
-            if st.rows:
-                st.step(nxt[feed].to(st.device))
+        if self.base_stream.rows:
+            self.base_stream.step(nxt[self.feed].to(self.base_stream.device))
         return self.finished()
 
-    def _within_budget(self, g: _Group, zb_c: torch.Tensor, cand: torch.Tensor, zr, zref) -> torch.Tensor:
+    def _keep_distribution(self, g: _Group, zb_c, cand, score) -> None:
+        t = self.temp if g.rows is None else self.temp[g.rows]
+        t = torch.where(self.sample if g.rows is None else self.sample[g.rows], t, torch.ones_like(t))
+        lse = self.base_stream.logits[g.base_at].float().logsumexp(-1, keepdim=True)  # (B_g, 1)
+        self._dists.append((g.rows, cand, (score / t[:, None]).log_softmax(-1), zb_c - lse))  # (B_g, k) x 3
+
+    def _within_budget(self, g: _Group, zb_c: torch.Tensor, rewards: list, score: torch.Tensor) -> torch.Tensor:
         """(B_g, k) the group's scores where some rows decode under a KL budget: z_b + lambda R on those rows,
         the fixed-weight score z_b + sum_i w_i r_i on the others; records each budgeted row's lambda and KL."""
         at = torch.arange(zb_c.shape[0], device=self.dev) if g.rows is None else g.rows  # (B_g,) live positions
-        score = zb_c.clone()  # (B_g, k)
         reward = torch.zeros_like(zb_c)  # (B_g, k) R = sum_i w_i r_i
-        if zr is not None:
-            wr = stream_rewards(zb_c, cand, zr, g.owner, g.weight, zref, g.ref_idx, g.pr_idx)  # (S, k)
-            score.index_add_(0, g.owner, wr)  # as pad_scores adds them: rows without a budget equal fixed weights
-            reward.index_add_(0, g.owner, wr)
+        for owner, wr in rewards:
+            reward.index_add_(0, owner, wr)
         lam, budgeted = kl_budget_scores(zb_c, reward, self.eps[at])  # (B_g,), (B_g, k)
-        mine = self.budget[at]  # (B_g,)
         step = self.n_gen[at]  # (B_g,)
         self.lam_out[at, step] = lam
         self.kl_out[at, step] = kl_from_base(zb_c, budgeted)
-        return torch.where(mine[:, None], budgeted, score)
+        return torch.where(self.budget[at][:, None], budgeted, score)
 
     def _finish(self, done: torch.Tensor, is_eos: torch.Tensor | None, nxt: torch.Tensor | None = None):
         """Record the rows marked in `done` (B,) and drop them from every stream; returns `nxt` of the rest."""
@@ -685,10 +613,10 @@ class DecodeBatch:
         self.lam_out, self.kl_out, self.eps, self.budget = (self.lam_out[keep], self.kl_out[keep], self.eps[keep],
                                                             self.budget[keep])
         self.unif = self.unif[keep]
-        self.temp, self.sample, self.args_w = self.temp[keep], self.sample[keep], self.args_w[keep]
-        if self.args is not None and self.args.rows:
-            self.args.keep(torch.tensor([j for j, key in enumerate(self.args.tags) if key in alive], dtype=torch.long))
-        for st in self.streams:
-            st.keep(torch.tensor([j for j, sl in enumerate(st.tags) if sl.row in alive], dtype=torch.long))
+        self.temp, self.sample = self.temp[keep], self.sample[keep]
+        for g in self.guides:
+            g.leave(alive)
+        st = self.base_stream
+        st.keep(torch.tensor([j for j, sl in enumerate(st.tags) if sl.row in alive], dtype=torch.long))
         self._index()
         return nxt[keep] if nxt is not None else None

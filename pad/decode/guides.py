@@ -34,9 +34,21 @@ class GuideRow:
     principles: list = field(default_factory=list)  # active principles (weight != 0), in order
     rm_texts: list[str] = field(default_factory=list)  # the PersRM's principle prompt of each, rendered
     ref_text: str | None = None  # the PersRM's prompt without principles (reference "persrm"), or None
+    rm_ids: list[list[int]] = field(default_factory=list)  # rm_texts in the PersRM tokenizer's ids
+    ref_ids: list[int] | None = None  # ref_text's ids, or None
     reference: str = "base"
     weight: float = 0.0  # ARGS: the row's w
     limit: int = 0  # the row's token cap
+
+
+@dataclass
+class Slot:
+    """One sequence a row owns in a model's stream (a `Stream` tag)."""
+
+    row: int  # the row's key in the batch
+    role: str  # "base", "principle", "ref" (PersRM without principles) or "prompted" (base, principle prompt)
+    weight: float = 0.0
+    pair: int = -1  # principle streams and their "prompted" references share a number
 
 
 class Guide:
@@ -48,6 +60,10 @@ class Guide:
     def plan(self, rows: list[GuideRow]) -> tuple[list, list]:
         """(plain, adapter): (ids, tag) sequences to prefill in the base model's stream, tags with a `.row` key."""
         return [], []
+
+    def room(self, row: GuideRow) -> int | None:
+        """How many new tokens the row's sequences leave room for in the guide's models (None: no limit)."""
+        return None
 
     def join(self, rows: list[GuideRow]) -> None:
         pass

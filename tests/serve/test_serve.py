@@ -402,7 +402,7 @@ def test_429_only_when_rows_and_queue_are_both_full(held_server):
         first = pool.submit(ask, url, "hi", max_tokens=2)
         wait_for(lambda: health(url)["waiting"] == 0 and not first.done(), "the first request to be taken")
         rest = [pool.submit(ask, url, "hi", max_tokens=2) for _ in range(11)]
-        wait_for(lambda: health(url)["waiting"] == 11, "eleven requests to wait")
+        wait_for(lambda: health(url)["waiting"] == 11, "eleven requests to wait", tries=600)  # 30 s: slow under load
         with pytest.raises(openai.RateLimitError, match="--max-queue 4") as e:
             ask(url, "hi", max_tokens=2)
         assert int(e.value.response.headers["retry-after"]) >= 1
@@ -420,7 +420,7 @@ def test_arrivals_waiting_at_a_step_join_in_one_prefill(held_server):
         first = pool.submit(ask, url, "hi", max_tokens=2)
         wait_for(lambda: sizes == [1], "the first request to be taken")
         rest = [pool.submit(ask, url, BREAD, max_tokens=2) for _ in range(11)]
-        wait_for(lambda: health(url)["waiting"] == 11, "eleven requests to wait")
+        wait_for(lambda: health(url)["waiting"] == 11, "eleven requests to wait", tries=600)  # 30 s: slow under load
         go.set()
         assert all(f.result().usage.completion_tokens == 2 for f in [first, *rest])
     assert sizes[:2] == [1, 7] and sum(sizes) == 12, sizes  # then the 4 that waited for rows
