@@ -253,6 +253,7 @@ def decode(
     reference: Annotated[str | None, typer.Option(help="r against 'base' (default, the paper's code), 'persrm' without principles, or 'prompted-base': the base reading the PersRM's principle prompt, the reference DPO trained against (one more base pass per principle).")] = None,
     base_principles: Annotated[bool | None, typer.Option("--base-principles/--no-base-principles", help="Whether the base reads the principle prompt too (default: yes).")] = None,
     template: Annotated[str | None, typer.Option(help="Principle prompt template with {principles} and {prompt}.")] = None,
+    chat_template: Annotated[str | None, typer.Option(help="The base's chat template: a Jinja file (or Jinja text). Default: the base's own; a base without one (a pretrained model) reads a plain '\\n\\nHuman: ...\\n\\nAssistant:' transcript.")] = None,
     device: Annotated[str | None, typer.Option(help="Base device: auto, cpu, cuda, cuda:1 ...")] = None,
     rm_device: Annotated[str | None, typer.Option(help="PersRM device (default: the base's).")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = None,
@@ -306,7 +307,7 @@ def decode(
     given = {"llm": llm, "rm": rm, "principles": principle or None, "weight": weight, "topk": topk, "mode": mode,
              "temperature": temperature, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
              "reference": reference, "base_sees_principles": base_principles, "template": template,
-             "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone, "guide": guide,
+             "chat_template": chat_template, "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone, "guide": guide,
              "reward_model": reward_model, "reward_path": reward_path, "baseline": baseline, "kl_budget": kl_budget}
     given = {k: v for k, v in given.items() if v is not None}
     if profile is not None:
@@ -402,6 +403,7 @@ def serve(
     reference: Annotated[str | None, typer.Option(help="Default reference: base, persrm or prompted-base (see pad decode --help).")] = None,
     base_principles: Annotated[bool | None, typer.Option("--base-principles/--no-base-principles", help="Whether the base reads the principle prompt too (default: what the PersRM advises, else yes).")] = None,
     template: Annotated[str | None, typer.Option(help="Principle prompt template with {principles} and {prompt}.")] = None,
+    chat_template: Annotated[str | None, typer.Option(help="The base's chat template: a Jinja file (or Jinja text); default: the base's own, else a plain transcript.")] = None,
     device: Annotated[str | None, typer.Option(help="Base device: auto, cpu, cuda, cuda:1 ...")] = None,
     rm_device: Annotated[str | None, typer.Option(help="PersRM device (default: the base's).")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = None,
@@ -439,7 +441,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     given = {"llm": llm, "rm": rm, "principles": principle or None, "weight": weight, "topk": topk, "mode": mode,
              "max_new_tokens": max_new_tokens, "reference": reference, "base_sees_principles": base_principles,
-             "template": template, "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone}
+             "template": template, "chat_template": chat_template, "device": device, "rm_device": rm_device,
+             "dtype": dtype, "backbone": backbone}
     cfg, _, _ = decode_configs(config, {k: v for k, v in given.items() if v is not None})
     typer.echo(f"loading {cfg.llm} ...", err=True)
     svc = build_service(cfg, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens, name=name,

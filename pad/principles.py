@@ -118,6 +118,26 @@ def chat_text(tokenizer, messages: Sequence[Message]) -> str:
     return "".join(turns)
 
 
+def read_chat_template(value: str, tokenizer=None) -> str:
+    """A chat template given by the user: the text of a Jinja file, or Jinja text itself. With `tokenizer`, the
+    template is tried on a one-message chat first, so a broken one fails here, naming its source."""
+    from pathlib import Path
+
+    src = value
+    path = Path(value).expanduser() if len(value) < 4096 and "\n" not in value else None
+    if path is not None and path.is_file():
+        src, value = str(path), path.read_text(encoding="utf-8")
+    elif "{{" not in value and "{%" not in value:
+        raise ValueError(f"chat template {src!r}: no such file, and not Jinja text (no '{{{{' or '{{%')")
+    if tokenizer is not None:
+        try:
+            tokenizer.apply_chat_template([{"role": "user", "content": "x"}], chat_template=value, tokenize=False,
+                                          add_generation_prompt=True)
+        except Exception as e:  # jinja's errors, whatever their class
+            raise ValueError(f"chat template {src!r} does not render a one-message chat: {e}") from None
+    return value
+
+
 def principle_prompt(
     tokenizer,
     prompt: str | Sequence[Message],

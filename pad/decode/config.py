@@ -43,6 +43,9 @@ class DecodeConfig:
     batch size, order or resume. None: unseeded (fresh randomness; the run file records seed null)."""
     template: str = DEFAULT_TEMPLATE
     """Principle prompt template with {principles} and {prompt} (method.md section 1)."""
+    chat_template: str | None = None
+    """The base model's chat template: a Jinja file or Jinja text. None: the base's own; a base without one (a
+    pretrained model) reads a plain transcript, "\\n\\nHuman: {the principle prompt}\\n\\nAssistant:" (logged)."""
     reference: str = "base"
     """What r is measured against: 'base' (the reference code), 'persrm' (the PersRM without principles) or
     'prompted-base' (the base reading the PersRM's principle prompt: the reference DPO trained against)."""

@@ -53,6 +53,16 @@ class Models:
         device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.dtype, device)
         self.tok = load_tokenizer(cfg.llm)
+        if cfg.chat_template:
+            from pad.principles import read_chat_template
+
+            try:
+                self.tok.chat_template = read_chat_template(cfg.chat_template, self.tok)
+            except ValueError as e:
+                raise PadError(f"--chat-template: {e}") from None
+        elif not getattr(self.tok, "chat_template", None):
+            log.warning("%s has no chat template: it reads plain transcripts (\"\\n\\nHuman: {principles and "
+                        "prompt}\\n\\nAssistant:\"); pass --chat-template FILE to give it one", cfg.llm)
         self.rm = self.rm_tok = None
         self.rm_spec = None
         self.backbone, self.backbone_note = "none", None
