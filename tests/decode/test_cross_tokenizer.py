@@ -14,6 +14,7 @@ from pad.decode.cross import CrossTokenizerGuide, exact_responses, persrm_end_id
 from pad.decode.engine import end_token_ids
 from pad.decode.guides import GuideRow
 from pad.decode.reference import cross_reference_decode, reference_decode
+from pad.errors import PadError
 from pad.principles import DEFAULT_TEMPLATE, Principle, join_principles, principle_prompt
 from pad.testing import SPECIAL_TOKENS, build_causal_lm, build_tokenizer, build_word_tokenizer
 
@@ -79,6 +80,7 @@ def drive(base, base_tok, guide, rm_tok, principles, join_at, k=K, n=N, unguided
         if got is not None:
             owner, wr = got
             assert wr.dtype == torch.float32 and wr.shape == (owner.shape[0], k)
+            assert owner.tolist() == sorted(owner.tolist())  # the batch's order: rows by position, then principles
             score.index_add_(0, owner, wr)
         nxt = cand[torch.arange(len(live)), score.argmax(-1)]  # (B,)
         guide.commit(nxt)
@@ -148,6 +150,31 @@ def test_same_tokenizer_through_the_cross_guide_is_the_same_tokenizer_rule(word)
         assert got == want
         for out in got:  # the premise: the answers round-trip
             assert tok(tok.decode(out, skip_special_tokens=False), add_special_tokens=False)["input_ids"] == out
+
+
+@torch.inference_mode()
+def test_a_group_of_rows_is_read_at_its_positions(toks, models):
+    """rewards(at=...) for a group given as live positions (here 2 and 0 of rows 0, 1, 2; row 1 unguided):
+    owners are the group's rows, and the rewards are those of the whole batch's call. A group that leaves out
+    a guided row is refused."""
+    bt, rt = toks["a"], toks["b"]
+    base, rm = models[("base", "a")], models[("rm", "b")]
+    principles = [Principle("humor", 1.0), Principle("harmless", 0.5)]
+    zb = torch.tensor([[3.0, 2.0, 1.0, 0.0], [1.0, 0.5, 0.0, -1.0], [2.0, 1.5, 1.0, 0.5]])
+    cand = torch.tensor([bt.convert_tokens_to_ids(t) for t in (["T", "Ġ", "he", "x"], ["a", "b", "c", "d"],
+                                                                ["Ġthe", "Ġfo", "ck", "<|im_start|>"])])
+    whole, group = new_guide(base, bt, rm, rt), new_guide(base, bt, rm, rt)
+    for g in (whole, group):
+        g.join(guided_rows(rt, [0, 1, 2], principles, unguided={1}))
+        g.index([0, 1, 2])
+    owner, wr = whole.rewards(None, zb, cand)
+    assert owner.tolist() == [0, 0, 2, 2]
+    at = torch.tensor([2, 0])
+    g_owner, g_wr = group.rewards(at, zb[at], cand[at])
+    assert g_owner.tolist() == [0, 0, 1, 1]
+    torch.testing.assert_close(g_wr, wr[[2, 3, 0, 1]], rtol=0, atol=1e-6)
+    with pytest.raises(PadError, match="one group"):
+        group.rewards(torch.tensor([2]), zb[[2]], cand[[2]])
 
 
 # -- one step, against L(a) read from scratch -----------------------------------------------------------
