@@ -110,8 +110,9 @@ class CrossTokenizerGuide(Guide):
     """The PersRM on its own tokenizer, cached and batched (the module's docstring gives the rule).
 
     persrm: a causal LM; rm_tokenizer: its tokenizer; base_tokenizer: the base's (it decodes the candidates);
-    base_end_ids: the tokens that end a base row (the engine's `end_token_ids(base, tokenizer)`); pad_id: the
-    PersRM's padding id (only ever masked); rule: "exact" or "first-subtoken" (the reference's); rm_end_id: the
+    base_end_ids: the tokens that end a base row (the engine's `end_token_ids(base, tokenizer)`); pad_id: a PersRM
+    id to pad with (only ever masked, but embedded: it must be in the PersRM's vocabulary, so never the base's
+    pad; None: the PersRM tokenizer's pad, else its eos, else 0); rule: "exact" or "first-subtoken" (the reference's); rm_end_id: the
     PersRM's end token for the base's end candidates (default: `persrm_end_id`).
 
     One PersRM sequence per (row, active principle), in one `Stream` of the PersRM whose rows are the sequences
@@ -123,8 +124,8 @@ class CrossTokenizerGuide(Guide):
     name = "cross"
     one_topk = True
 
-    def __init__(self, persrm, rm_tokenizer, base_tokenizer, base_end_ids, pad_id: int, rule: str = "exact",
-                 rm_end_id: int | None = None):
+    def __init__(self, persrm, rm_tokenizer, base_tokenizer, base_end_ids, pad_id: int | None = None,
+                 rule: str = "exact", rm_end_id: int | None = None):
         if rule not in RULES:
             raise PadError(f"cross-tokenizer rule {rule!r} is not one of {', '.join(RULES)}")
         self.rule = rule
@@ -132,15 +133,17 @@ class CrossTokenizerGuide(Guide):
         self.rm_tok, self.base_tok = rm_tokenizer, base_tokenizer
         self.end_ids = {int(i) for i in base_end_ids}
         self.rm_end = persrm_end_id(persrm, rm_tokenizer) if rm_end_id is None else int(rm_end_id)
-        self.stream = Stream(self.model, pad_id)
-        self.pad_id = pad_id
+        if pad_id is None:
+            pad_id = next((i for i in (rm_tokenizer.pad_token_id, rm_tokenizer.eos_token_id) if i is not None), 0)
+        self.pad_id = int(pad_id)
+        self.stream = Stream(self.model, self.pad_id)
         self.dtype = next(self.model.parameters()).dtype
         self.neg = torch.finfo(self.dtype).min
         self.seqs: list[_Seq] = []  # the stream's rows, in order
         self.ys: dict[int, list[int]] = {}  # row key -> the base's response ids so far
         self.pos: dict[int, int] = {}  # row key -> position among the live rows (the last `index`)
         self._first: dict[int, int] = {}  # first-subtoken: base id -> f(a)
-        self.rewound = 0  # cached PersRM tokens re-encoding took back (merges), counted for tests and profiles
+        self.rewound = 0  # cached PersRM tokens dropped or read again (merges), counted for tests and profiles
 
     @property
     def joinable(self) -> bool:
@@ -193,6 +196,8 @@ class CrossTokenizerGuide(Guide):
     @torch.inference_mode()
     def rewards(self, at: torch.Tensor | None, zb_c: torch.Tensor, cand: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(owner (S,), wr (S, k) float32 w_p r_p(a)) for every PersRM sequence, rows by position then principles
+        (Guide.rewards). All the guide's rows must be in the group: one forward serves them all."""
         if not self.seqs:
             return None
         dev = zb_c.device

@@ -95,7 +95,7 @@ def drive(base, base_tok, guide, rm_tok, principles, join_at, k=K, n=N, unguided
 
 
 def new_guide(base, base_tok, rm, rm_tok, rule="exact"):
-    return CrossTokenizerGuide(rm, rm_tok, base_tok, end_token_ids(base, base_tok), rm_tok.pad_token_id, rule=rule)
+    return CrossTokenizerGuide(rm, rm_tok, base_tok, end_token_ids(base, base_tok), rule=rule)
 
 
 JOIN = {0: 0, 1: 0, 2: 2, 3: 5}  # rows 2 and 3 join a running batch
@@ -300,3 +300,20 @@ def test_first_subtoken_rule_on_a_hand_computed_example(toks):
     score = zb.clone().index_add_(0, owner, wr)
     torch.testing.assert_close(score, torch.tensor([[0.5, 4.0, -2.25, 0.75]]))
     assert int(score.argmax()) == 1
+
+
+def test_what_the_guide_refuses(toks, models):
+    """An unknown rule, a row scored against another reference than the base, and a PersRM whose cache has
+    sliding-window layers (holes and per-candidate masks cannot be told to a window) are refused by name."""
+    bt, rt = toks["a"], toks["b"]
+    base, rm = models[("base", "a")], models[("rm", "b")]
+    with pytest.raises(PadError, match="rule 'last-subtoken'"):
+        new_guide(base, bt, rm, rt, rule="last-subtoken")
+    row = guided_rows(rt, [0], [Principle("humor", 1.0)])[0]
+    row.reference = "persrm"
+    with pytest.raises(PadError, match="reference 'persrm'"):
+        new_guide(base, bt, rm, rt).join([row])
+    windowed = new_guide(base, bt, build_causal_lm(rt, arch="mistral", seed=6), rt)
+    assert windowed.pad_id == rt.pad_token_id != bt.pad_token_id  # the PersRM's own pad by default
+    with pytest.raises(PadError, match="full-attention"):
+        windowed.join(guided_rows(rt, [0], [Principle("humor", 1.0)]))
