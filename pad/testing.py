@@ -31,8 +31,11 @@ _CORPUS = [
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 
 
-def build_tokenizer(vocab_size: int = 320):
-    """A fast byte-level BPE tokenizer with a chat template; it can encode any text."""
+def build_tokenizer(vocab_size: int = 320, reverse_corpus: bool = False, special_tokens: list[str] | None = None):
+    """A fast byte-level BPE tokenizer with a chat template; it can encode any text.
+
+    Another vocabulary size, the corpus read backwards or the special tokens in another order give another
+    tokenizer over the same words (other merges, other ids): a cross-tokenizer PersRM's (pad.decode.cross)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -41,11 +44,12 @@ def build_tokenizer(vocab_size: int = 320):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=list(special_tokens or SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    corpus = _CORPUS[::-1] if reverse_corpus else _CORPUS
+    tok.train_from_iterator(corpus * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|endoftext|>",
@@ -56,6 +60,25 @@ def build_tokenizer(vocab_size: int = 320):
     fast.chat_template = CHATML_TEMPLATE
     return fast
 
+
+
+def build_word_tokenizer():
+    """A fast word-level tokenizer over the corpus's words (split at spaces and punctuation; "[UNK]" for any
+    other word) with the ChatML template. Its decoding joins tokens with spaces, so decoding any ids and
+    encoding the text again gives the same ids back: the case where cross-tokenizer guidance with the base's
+    own tokenizer must be the same-tokenizer rule."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=["[UNK]", *SPECIAL_TOKENS], show_progress=False)
+    words = ["user assistant [ ] Guidelines Principles Instruction"]  # the principle and chat templates' words
+    tok.train_from_iterator(_CORPUS + words, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>",
+                                   pad_token="<pad>", unk_token="[UNK]")
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
 
 def build_causal_lm(tokenizer, arch: str = "llama", seed: int = 0, hidden: int = 32, layers: int = 2,
                     max_positions: int = 512, init_std: float = 0.4):

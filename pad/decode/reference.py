@@ -1,7 +1,8 @@
-"""A plain, uncached, one-prompt-at-a-time PAD loop, written straight from method.md section 3.
+"""Plain, uncached, one-prompt-at-a-time PAD loops, written straight from method.md sections 3 and 8.
 
-This is how the reference code decodes: both models re-read the whole sequence for every token. It
-is slow on purpose and kept only as the yardstick the fast engine is tested and benchmarked against.
+This is how the reference code decodes: both models re-read the whole sequence for every token. They
+are slow on purpose and kept only as the yardsticks the fast engine and guides are tested and benchmarked
+against: `reference_decode` for one tokenizer, `cross_reference_decode` for a PersRM with its own.
 """
 
 from __future__ import annotations
@@ -107,3 +108,74 @@ def _budget_step(z: torch.Tensor, reward: torch.Tensor, eps: float, trace) -> to
     if trace is not None:
         trace.append((lam, kl(lam)))
     return z + lam * reward
+
+
+@torch.inference_mode()
+def cross_reference_decode(
+    base,
+    base_tokenizer,
+    persrm,
+    rm_tokenizer,
+    prompt,
+    principles: list[Principle],
+    topk: int = 10,
+    max_new_tokens: int = 128,
+    template: str = DEFAULT_TEMPLATE,
+    rule: str = "exact",
+    base_sees_principles: bool = True,
+) -> list[int]:
+    """Greedy cross-tokenizer PAD tokens for one prompt (method.md section 8), stopping at an end token of the
+    base (kept) or `max_new_tokens`; reference "base".
+
+    rule "exact": every step, for every principle and candidate a, L(a) from scratch: one forward of the
+    PersRM's principle prompt followed by its tokenization of T(a) = decode(response so far + [a]) (special
+    tokens kept), or of decode(response so far) and its own end token for an end candidate a; then
+    r = log_softmax_C(L) - log_softmax_C(z_b). rule "first-subtoken": the reference's (pad.decode.cross).
+    """
+    if rule not in ("exact", "first-subtoken"):
+        raise ValueError(f"rule {rule!r} is not exact or first-subtoken")
+    active = [p for p in principles if p.weight != 0]
+    joined = join_principles([p.name for p in principles]) or None
+    dev_b = next(base.parameters()).device
+    dev_r = next(persrm.parameters()).device
+    base_ids = base_tokenizer(principle_prompt(base_tokenizer, prompt, joined if base_sees_principles else None,
+                                               template), add_special_tokens=False)["input_ids"]
+    rm_enc = lambda text: rm_tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    rm_prompts = [rm_enc(principle_prompt(rm_tokenizer, prompt, p.name, template)) for p in active]
+    eos = set(end_token_ids(base, base_tokenizer))
+    gen = getattr(persrm.generation_config, "eos_token_id", None)
+    rm_end = (gen[0] if gen else None) if isinstance(gen, list) else gen
+    rm_end = rm_tokenizer.eos_token_id if rm_end is None else rm_end
+
+    def text(ids: list[int]) -> str:  # the base's decoding, special tokens kept as text
+        return base_tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def loglik(prefix: list[int], response: list[int]) -> torch.Tensor:
+        """log p(response | prefix) under the PersRM, read from scratch."""
+        logits = persrm(torch.tensor([prefix + response], device=dev_r)).logits[0].float()  # (T, V)
+        lp = torch.log_softmax(logits[len(prefix) - 1:-1], dim=-1)  # (len(response), V)
+        return lp.gather(1, torch.tensor(response, device=dev_r)[:, None]).sum().to(dev_b)
+
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        z_b = base(torch.tensor([base_ids + out], device=dev_b)).logits[0, -1].float()
+        zb_c, cand = torch.topk(z_b, topk)
+        score = zb_c.clone()
+        for p, prefix in zip(active, rm_prompts):
+            if rule == "exact":
+                responses = [rm_enc(text(out)) + [rm_end] if a in eos else rm_enc(text(out + [a]))
+                             for a in cand.tolist()]  # an end candidate: the text so far, then the PersRM's end
+                lik = torch.stack([loglik(prefix, resp) for resp in responses])  # (k,) L(a)
+                r = torch.log_softmax(lik, dim=0) - torch.log_softmax(zb_c, dim=0)
+            else:
+                so_far = rm_enc(base_tokenizer.decode(out, skip_special_tokens=True))
+                z_r = persrm(torch.tensor([prefix + so_far], device=dev_r)).logits[0, -1].float().to(dev_b)
+                alone = [base_tokenizer.decode([a], skip_special_tokens=False) or " " for a in cand.tolist()]
+                first = [rm_enc(t)[0] for t in alone]  # f(a): the first id of each candidate's re-encoding
+                r = z_r[torch.tensor(first, device=dev_b)] - zb_c
+            score += p.weight * r
+        token = int(cand[torch.argmax(score)])
+        out.append(token)
+        if token in eos:
+            break
+    return out
