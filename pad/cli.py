@@ -262,6 +262,7 @@ def decode(
     reward_model: Annotated[str | None, typer.Option(help="ARGS's reward model: a pad eval scorer (helpful, harmless, humor, PRESET=PATH, a classifier path or hub id, MODEL:LABEL).")] = None,
     reward_path: Annotated[str | None, typer.Option(help="ARGS: cached (RM on the base's tokenizer, incremental), texts (re-tokenized in the RM's format) or auto (default).")] = None,
     baseline: Annotated[str | None, typer.Option(help="prompted: the prompting baseline, the base reads the principle prompt and nothing guides it.")] = None,
+    cross_tokenizer: Annotated[str | None, typer.Option(help="A PersRM with another tokenizer than the base's: exact (default where the vocabularies differ: each candidate's text re-encoded with the answer so far, scored by the PersRM's log-likelihood) or first-subtoken (the reference's rule, for comparison). Given with one tokenizer, forces the cross path.")] = None,
     kl_budget: Annotated[float | None, typer.Option(help="Per-token KL budget EPS in nats: each step scales the PersRM's reward by the largest lambda in [0, 1] with KL(p_lambda || p_base) <= EPS over the candidates (0: vanilla; default: fixed weights).")] = None,
     profile: Annotated[Path | None, typer.Option(help="A weights profile written by `pad fit-weights`: its principles and weights guide every prompt (instead of -p).")] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML recipe of DecodeConfig fields, or the reference's run configs (one JSON object a line: rm_weight, topk, mode, sample_temp), one output per line.")] = None,
@@ -308,7 +309,8 @@ def decode(
              "temperature": temperature, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
              "reference": reference, "base_sees_principles": base_principles, "template": template,
              "chat_template": chat_template, "device": device, "rm_device": rm_device, "dtype": dtype, "backbone": backbone, "guide": guide,
-             "reward_model": reward_model, "reward_path": reward_path, "baseline": baseline, "kl_budget": kl_budget}
+             "reward_model": reward_model, "reward_path": reward_path, "baseline": baseline, "kl_budget": kl_budget,
+             "cross_tokenizer": cross_tokenizer}
     given = {k: v for k, v in given.items() if v is not None}
     if profile is not None:
         from pad.decode.profiles import load_profile
@@ -404,6 +406,7 @@ def serve(
     base_principles: Annotated[bool | None, typer.Option("--base-principles/--no-base-principles", help="Whether the base reads the principle prompt too (default: what the PersRM advises, else yes).")] = None,
     template: Annotated[str | None, typer.Option(help="Principle prompt template with {principles} and {prompt}.")] = None,
     chat_template: Annotated[str | None, typer.Option(help="The base's chat template: a Jinja file (or Jinja text); default: the base's own, else a plain transcript.")] = None,
+    cross_tokenizer: Annotated[str | None, typer.Option(help="A PersRM with another tokenizer: exact (default where the vocabularies differ) or first-subtoken (the reference's rule).")] = None,
     device: Annotated[str | None, typer.Option(help="Base device: auto, cpu, cuda, cuda:1 ...")] = None,
     rm_device: Annotated[str | None, typer.Option(help="PersRM device (default: the base's).")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = None,
@@ -442,7 +445,7 @@ def serve(
     given = {"llm": llm, "rm": rm, "principles": principle or None, "weight": weight, "topk": topk, "mode": mode,
              "max_new_tokens": max_new_tokens, "reference": reference, "base_sees_principles": base_principles,
              "template": template, "chat_template": chat_template, "device": device, "rm_device": rm_device,
-             "dtype": dtype, "backbone": backbone}
+             "dtype": dtype, "backbone": backbone, "cross_tokenizer": cross_tokenizer}
     cfg, _, _ = decode_configs(config, {k: v for k, v in given.items() if v is not None})
     typer.echo(f"loading {cfg.llm} ...", err=True)
     svc = build_service(cfg, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens, name=name,

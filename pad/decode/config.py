@@ -74,6 +74,11 @@ class DecodeConfig:
     baseline: str | None = None
     """'prompted': the prompting baseline, the base reads the principle prompt and nothing guides it
     (every weight 0, the base sees the principles)."""
+    cross_tokenizer: str | None = None
+    """How a PersRM with another tokenizer than the base's reads the base's candidates (method.md section 8):
+    'exact' (each candidate's text re-encoded with the answer so far and scored by the PersRM's log-likelihood)
+    or 'first-subtoken' (the reference's rule: each candidate's first sub-token, raw logits). None: 'exact' where
+    the vocabularies differ, the same-tokenizer rule where they are one; a value forces the cross path."""
     kl_budget: float | None = None
     """A per-token KL budget EPS in nats (method.md section 9): each step scales the PAD reward by the largest
     lambda in [0, 1] with KL(p_lambda || p_0) <= EPS over the candidates. None: fixed weights; 0: vanilla."""
@@ -113,6 +118,8 @@ class DecodeConfig:
         check_kl_budget(self.kl_budget)
         if self.kl_budget is not None and self.guide == "args":
             raise PadError("kl_budget scales PAD's PersRM reward; ARGS (guide 'args') has none to scale")
+        if self.cross_tokenizer not in (None, "exact", "first-subtoken"):
+            raise PadError(f"cross_tokenizer {self.cross_tokenizer!r} is not one of exact, first-subtoken")
         if self.reference not in REFERENCES:
             raise PadError(f"reference {self.reference!r} is not one of {', '.join(REFERENCES)}")
         try:

@@ -155,6 +155,10 @@ class PADDecoder:
     backbone: "shared" runs base and PersRM rows in one forward of one model: the PersRM must be a PEFT
         LoRA model on this very base (pass the PEFT model as both `base` and `persrm`, or the base and a
         PEFT model wrapping it); "separate" runs two models; "auto" picks shared where it applies.
+    cross_tokenizer: how a PersRM reads the base's candidates through its own tokenizer (method.md section 8,
+        `pad.decode.cross`): "exact" (each candidate's text re-encoded with the answer so far, scored by its
+        log-likelihood), "first-subtoken" (the reference's rule), or None: "exact" where the two vocabularies
+        differ, the same-tokenizer rule where they are one.
     """
 
     def __init__(
@@ -169,6 +173,7 @@ class PADDecoder:
         backbone: str = "auto",
         args=None,
         args_weight: float = 1.0,
+        cross_tokenizer: str | None = None,
     ):
         if args is not None and persrm is not None:
             raise PadError("one guide at a time: ARGS's reward model or PAD's PersRM, not both")
@@ -182,14 +187,21 @@ class PADDecoder:
         self.template = check_template(template)
         self.reference = reference
         self.base_sees_principles = base_sees_principles
-        if persrm is not None and self.rm_tok is not self.tok and self.rm_tok.get_vocab() != self.tok.get_vocab():
-            raise PadError(
-                "the base model and the PersRM have different vocabularies; PAD needs one shared tokenizer "
-                "(cross-tokenizer guidance is not supported yet)"
-            )
+        from pad.decode.cross import RULES
+
+        if cross_tokenizer is not None and cross_tokenizer not in RULES:
+            raise PadError(f"cross_tokenizer {cross_tokenizer!r} is not one of {', '.join(RULES)} (or None: auto)")
+        differ = persrm is not None and self.rm_tok is not self.tok and self.rm_tok.get_vocab() != self.tok.get_vocab()
+        self.cross = None if persrm is None else cross_tokenizer or ("exact" if differ else None)
+        if self.cross is not None and reference != "base":
+            raise PadError(f"the PersRM reads the base's candidates through its own tokenizer ({self.cross}): r is "
+                           f"measured against the base only (reference 'base'), not {reference!r}")
         # One backbone: the PersRM is a PEFT model whose base model is the base itself.
         # (A plain model given as both is still two streams of that one model, as the reference runs it.)
         wraps_base = persrm is not None and _peft_base(persrm) is not None and (persrm is base or _peft_base(persrm) is base)
+        if self.cross is not None and wraps_base:
+            raise PadError("cross-tokenizer guidance runs the PersRM as a model of its own: load it apart from the "
+                           "base (backbone 'separate')")
         if backbone == "shared" and not wraps_base:
             reason = SliceLoRA.why_not(persrm) if persrm is not None else "there is no PersRM"
             raise PadError(f"the shared backbone cannot apply: {reason or 'the PersRM wraps another base model'}")
@@ -229,6 +241,10 @@ class PADDecoder:
             return [ArgsRows(self.args.new_reader(self.pad_id, self.template))]
         if self.persrm is None:
             return []
+        if self.cross is not None:
+            from pad.decode.cross import CrossTokenizerGuide
+
+            return [CrossTokenizerGuide(self.persrm, self.rm_tok, self.tok, self.eos_ids.tolist(), rule=self.cross)]
         from pad.decode.pad_guide import PadGuide
 
         persrm = None if self.backbone == "shared" else self.persrm
@@ -259,6 +275,8 @@ class PADDecoder:
             raise PadError(f"topk {req.settings.topk} is larger than the vocabulary ({self.vocab} tokens)")
         if req.reference is not None and req.reference not in REFERENCES:
             raise PadError(f"reference {req.reference!r} is not one of {', '.join(REFERENCES)}")
+        if req.reference not in (None, "base") and self.cross is not None:
+            raise PadError(f"reference {req.reference!r}: across tokenizers r is measured against the base only")
         for p in req.principles:
             if p.weight is None:  # the CLI and the server resolve a run's weight before they get here
                 raise PadError(f"principle {p.name!r} has no weight: give it one (Principle({p.name!r}, 1.0)) or "

@@ -181,11 +181,13 @@ def needs_rm(cfg: DecodeConfig, rows: list[PromptRow]) -> bool:
 
 
 def record(row: PromptRow, res: DecodeResult, principles, cfg: DecodeConfig, run: str, rm_spec,
-           backbone: str = "none", args=None) -> dict:
+           backbone: str = "none", args=None, cross: str | None = None) -> dict:
     settings = cfg.settings_record(run)
     guided = args is None and any(p.weight != 0 for p in principles)
     settings["rm"] = rm_spec if guided else None
     settings["backbone"] = backbone if guided else None
+    if guided and cross is not None:  # the PersRM read the base's candidates through its own tokenizer
+        settings["cross_tokenizer"] = cross
     if args is not None:
         settings["reward_path"] = args.path
     rec = {
@@ -257,7 +259,7 @@ def _decode_rows(cfg: DecodeConfig, todo: list[PromptRow], models: Models, write
     args = models.args_guide(cfg) if cfg.guide == "args" else None
     decoder = PADDecoder(models.base, models.tok, None if args else models.rm, models.rm_tok, template=cfg.template,
                          reference=cfg.reference, base_sees_principles=cfg.base_sees_principles, args=args,
-                         args_weight=cfg.weight)
+                         args_weight=cfg.weight, cross_tokenizer=cfg.cross_tokenizer)
     settings = SamplingSettings(topk=cfg.topk, mode=cfg.mode, temperature=cfg.temperature,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, kl_budget=cfg.kl_budget)
     defaults = cfg.parsed_principles()
@@ -279,7 +281,8 @@ def _decode_rows(cfg: DecodeConfig, todo: list[PromptRow], models: Models, write
     next_out = 0
     try:
         for i, res in decoder.stream(reqs, settings, max_live=cfg.batch_size, on_token=tick):
-            ready[i] = record(todo[i], res, principles[i], cfg, run, models.rm_spec, decoder.backbone, args)
+            ready[i] = record(todo[i], res, principles[i], cfg, run, models.rm_spec, decoder.backbone, args,
+                              decoder.cross)
             if res.finish_reason == "skipped":
                 summary.too_long += 1
                 log.warning("prompt %s is longer than the model's context: skipped", todo[i].id)

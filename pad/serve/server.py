@@ -48,7 +48,8 @@ def build_service(cfg: DecodeConfig, max_batch: int = 8, max_queue: int = 64, ma
     if cfg.base_sees_principles is None:
         cfg = replace(cfg, base_sees_principles=models.base_sees_principles)
     decoder = ServeDecoder(models.base, models.tok, models.rm, models.rm_tok, template=cfg.template,
-                         reference=cfg.reference, base_sees_principles=cfg.base_sees_principles)
+                           reference=cfg.reference, base_sees_principles=cfg.base_sees_principles,
+                           cross_tokenizer=cfg.cross_tokenizer)
     settings = SamplingSettings(topk=cfg.topk, mode=cfg.mode, temperature=cfg.temperature,
                                 max_new_tokens=min(cfg.max_new_tokens, max_tokens), seed=cfg.seed)
     if api_key is not None and not api_key.strip():
