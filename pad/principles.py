@@ -103,11 +103,24 @@ def to_messages(
     return messages
 
 
+def _leading_special(tokenizer) -> str:
+    """The text of the special token the tokenizer puts before any text it encodes (a BOS, which models such as
+    Gemma need), or "". A chat template writes it itself; the plain transcript has to."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos:
+        return ""
+    with_special = tokenizer("x")["input_ids"]
+    if with_special[:1] == [tokenizer.bos_token_id] and tokenizer("x", add_special_tokens=False)["input_ids"][:1] != \
+            with_special[:1]:
+        return bos
+    return ""
+
+
 def chat_text(tokenizer, messages: Sequence[Message]) -> str:
     """The exact text the model reads: its chat template with the generation prompt."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    turns = []
+    turns = [_leading_special(tokenizer)]
     for m in messages:
         if m["role"] == "assistant":
             turns.append(f" {m['content']}")

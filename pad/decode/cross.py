@@ -267,50 +267,22 @@ class CrossTokenizerGuide(Guide):
         k = len(suffixes[0]) if suffixes else 0
         m = max(len(p) for p in pending)  # (S, m) pending tokens, right-aligned: the last one sits at m - 1
         u = max((len(x) for row in suffixes for x in row), default=0) if suffixes else 0  # per candidate
+        # A candidate's last token is read off the logits before it and never fed: a one-token candidate (the
+        # usual case) costs no column, and a candidate of n tokens feeds its first n - 1.
+        uf = max(u - 1, 0)
         n_pend = torch.tensor([len(p) for p in pending], device=dev)
         suf_len = torch.tensor([[len(x) for x in row] for row in suffixes] if k else [[]] * S, dtype=torch.long,
                                device=dev).reshape(S, k)
-        Q = m + k * u
-        if Q == 0:  # nothing new to read: the cache already ends at every P and no candidate adds a token
-            for s, P in zip(self.seqs, prefixes):
-                s.cached = P
-            return st.logits.float(), (torch.zeros((S, k), device=dev) if suffixes is not None else None)
-        ids = torch.full((S, Q), self.pad_id, dtype=torch.long)
-        pos = torch.zeros((S, Q), dtype=torch.long)
         tgt = torch.zeros((S, k, max(u, 1)), dtype=torch.long)  # each candidate's suffix, for the likelihood
-        for i, (P, p, n) in enumerate(zip(prefixes, pending, valid)):
-            if p:
-                ids[i, m - len(p):m] = torch.tensor(p)
-                pos[i, m - len(p):m] = torch.arange(n, n + len(p))
+        for i in range(S):
             for a, x in enumerate(suffixes[i] if k else []):
                 if x:
-                    ids[i, m + a * u:m + a * u + len(x)] = torch.tensor(x)
-                    pos[i, m + a * u:m + a * u + len(x)] = torch.arange(len(P), len(P) + len(x))
                     tgt[i, a, :len(x)] = torch.tensor(x)
-        ids, pos, tgt = ids.to(dev), pos.to(dev), tgt.to(dev)
-        W = st.mask.shape[1]
-        pend_real = torch.arange(m, device=dev) >= (m - n_pend)[:, None]  # (S, m)
-        suf_real = (torch.arange(u, device=dev) < suf_len[..., None]).reshape(S, k * u)  # (S, k u)
-        seen = torch.zeros((S, Q, W + Q), dtype=torch.bool, device=dev)
-        seen[:, :, :W] = st.mask.bool()[:, None, :]  # every new token: the valid cache
-        tril_m = torch.ones((m, m), dtype=torch.bool, device=dev).tril()
-        seen[:, :m, W:W + m] = tril_m & pend_real[:, None, :]  # pending: the earlier pending tokens
-        seen[:, m:, W:W + m] = pend_real[:, None, :]  # a candidate's tokens: all pending tokens
-        own = torch.block_diag(*[torch.ones((u, u), dtype=torch.bool, device=dev).tril()] * k) if k * u else None
-        if own is not None:
-            seen[:, m:, W + m:] = own & suf_real[:, None, :]  # and its own earlier tokens, never another's
-        seen[:, torch.arange(Q), W + torch.arange(Q)] = True  # every query itself (pads too: none sees nothing)
-        mask = torch.zeros(seen.shape, dtype=self.dtype, device=dev).masked_fill_(~seen, self.neg)
-        keep = k * u + (1 if m else 0)  # the last pending column, then every candidate column
-        out = self.model(input_ids=ids, attention_mask=mask[:, None], position_ids=pos, use_cache=True,
-                         logits_to_keep=keep, **{st.cache_kw: st.cache})
-        st.cache = out["cache"] if "cache" in out else out["past_key_values"]
-        if k * u:
-            st.cache.crop(-k * u)  # keep the pending tokens' keys and values, drop the candidates'
-        st.mask = torch.cat([st.mask, pend_real.to(st.mask.dtype)], dim=1)
-        st.next_pos = torch.tensor([len(P) for P in prefixes], device=dev)
-        if m:  # rows that fed tokens: their logits after P are the last pending token's
-            st.logits = torch.where((n_pend > 0)[:, None], out.logits[:, 0], st.logits)
+        tgt = tgt.to(dev)
+        Q = m + k * uf
+        out = None
+        if Q:
+            out = self._feed(prefixes, pending, valid, suffixes, m, k, uf, n_pend, suf_len)
         for s, P in zip(self.seqs, prefixes):
             s.cached = P
         first = st.logits.float()  # (S, V) after every P
@@ -318,9 +290,52 @@ class CrossTokenizerGuide(Guide):
             return first, None
         # L(a) = log p(x_0 | P) + sum_j log p(x_j | P, x_<j) over the candidate's suffix x
         lik = first.log_softmax(-1).gather(1, tgt[:, :, 0]) * (suf_len > 0)  # (S, k)
-        if u > 1:
-            lg = out.logits[:, keep - k * u:].float().reshape(S, k, u, -1)[:, :, :-1]  # (S, k, u-1, V)
+        if uf:
+            lg = out.logits[:, out.logits.shape[1] - k * uf:].float().reshape(S, k, uf, -1)  # (S, k, u-1, V)
             lp = lg.gather(-1, tgt[:, :, 1:, None]).squeeze(-1) - lg.logsumexp(-1)  # (S, k, u-1)
             more = torch.arange(1, u, device=dev) < suf_len[..., None]
             lik = lik + torch.where(more, lp, torch.zeros_like(lp)).sum(-1)
         return first, lik
+
+    def _feed(self, prefixes, pending, valid, suffixes, m: int, k: int, uf: int, n_pend, suf_len):
+        """One forward of every sequence's pending tokens and its candidates' fed tokens (all but each one's
+        last) under a 4D mask; the cache keeps the pending tokens and drops the candidates'. Returns the output."""
+        st = self.stream
+        dev = st.device
+        S = len(self.seqs)
+        Q = m + k * uf
+        ids = torch.full((S, Q), self.pad_id, dtype=torch.long)
+        pos = torch.zeros((S, Q), dtype=torch.long)
+        for i, (P, p, n) in enumerate(zip(prefixes, pending, valid)):
+            if p:
+                ids[i, m - len(p):m] = torch.tensor(p)
+                pos[i, m - len(p):m] = torch.arange(n, n + len(p))
+            for a, x in enumerate(suffixes[i] if k and uf else []):
+                if len(x) > 1:
+                    ids[i, m + a * uf:m + a * uf + len(x) - 1] = torch.tensor(x[:-1])
+                    pos[i, m + a * uf:m + a * uf + len(x) - 1] = torch.arange(len(P), len(P) + len(x) - 1)
+        ids, pos = ids.to(dev), pos.to(dev)
+        W = st.mask.shape[1]
+        pend_real = torch.arange(m, device=dev) >= (m - n_pend)[:, None]  # (S, m)
+        suf_real = (torch.arange(uf, device=dev) < (suf_len - 1)[..., None]).reshape(S, k * uf)  # (S, k uf)
+        seen = torch.zeros((S, Q, W + Q), dtype=torch.bool, device=dev)
+        seen[:, :, :W] = st.mask.bool()[:, None, :]  # every new token: the valid cache
+        tril_m = torch.ones((m, m), dtype=torch.bool, device=dev).tril()
+        seen[:, :m, W:W + m] = tril_m & pend_real[:, None, :]  # pending: the earlier pending tokens
+        seen[:, m:, W:W + m] = pend_real[:, None, :]  # a candidate's tokens: all pending tokens
+        if k * uf:
+            own = torch.block_diag(*[torch.ones((uf, uf), dtype=torch.bool, device=dev).tril()] * k)
+            seen[:, m:, W + m:] = own & suf_real[:, None, :]  # and its own earlier tokens, never another's
+        seen[:, torch.arange(Q), W + torch.arange(Q)] = True  # every query itself (pads too: none sees nothing)
+        mask = torch.zeros(seen.shape, dtype=self.dtype, device=dev).masked_fill_(~seen, self.neg)
+        keep = k * uf + (1 if m else 0)  # the last pending column, then every fed candidate column
+        out = self.model(input_ids=ids, attention_mask=mask[:, None], position_ids=pos, use_cache=True,
+                         logits_to_keep=keep, **{st.cache_kw: st.cache})
+        st.cache = out["cache"] if "cache" in out else out["past_key_values"]
+        if k * uf:
+            st.cache.crop(-k * uf)  # keep the pending tokens' keys and values, drop the candidates'
+        st.mask = torch.cat([st.mask, pend_real.to(st.mask.dtype)], dim=1)
+        st.next_pos = torch.tensor([len(P) for P in prefixes], device=dev)
+        if m:  # rows that fed tokens: their logits after P are the last pending token's
+            st.logits = torch.where((n_pend > 0)[:, None], out.logits[:, 0], st.logits)
+        return out

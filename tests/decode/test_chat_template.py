@@ -62,3 +62,21 @@ def test_bad_templates_fail_in_one_line_naming_them(tmp_path, bare_base):
     with pytest.raises(ValueError, match="no such file"):
         read_chat_template("plain words")
     assert read_chat_template("{{ messages[0]['content'] }}") == "{{ messages[0]['content'] }}"
+
+
+def test_the_plain_transcript_starts_with_the_bos_the_tokenizer_adds():
+    """A pretrained base such as Gemma needs its BOS; a chat template writes it, the plain transcript must too,
+    but only where the tokenizer adds one to any text it encodes."""
+    from tokenizers.processors import TemplateProcessing
+
+    from pad.principles import principle_prompt
+    from pad.testing import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.chat_template = None
+    assert principle_prompt(tok, "hi", None).startswith("\n\nHuman: hi")  # this tokenizer adds no BOS
+    bos = tok.bos_token
+    tok._tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.bos_token_id)])
+    text = principle_prompt(tok, "hi", None)
+    assert text == f"{bos}\n\nHuman: hi\n\nAssistant:"
+    assert tok(text, add_special_tokens=False)["input_ids"][0] == tok.bos_token_id
