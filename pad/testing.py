@@ -80,6 +80,7 @@ def build_word_tokenizer():
     fast.chat_template = CHATML_TEMPLATE
     return fast
 
+
 def build_causal_lm(tokenizer, arch: str = "llama", seed: int = 0, hidden: int = 32, layers: int = 2,
                     max_positions: int = 512, init_std: float = 0.4):
     """A tiny random causal LM whose vocabulary matches `tokenizer`."""

@@ -23,7 +23,8 @@ class DecodeConfig:
     llm: str = DEFAULT_BASE
     """Base model: hub id, checkpoint folder or .gguf file."""
     rm: str | None = None
-    """PersRM: merged checkpoint, LoRA adapter folder (loads on its base) or .gguf; None: the shipped default."""
+    """PersRM: merged checkpoint, LoRA adapter folder (loads on its base) or .gguf; None: the shipped default (for
+    the default base); "shipped": the shipped PersRM for any base (another tokenizer: the cross path)."""
     principles: list[str] = field(default_factory=list)
     """Principles as 'name' or 'name=weight'; several guide together (r = sum_i w_i r_i). Empty: vanilla."""
     weight: float = 1.0

@@ -17,6 +17,7 @@ from pad.decode.config import DecodeConfig
 from pad.decode.engine import DecodeRequest, DecodeResult, PADDecoder, SamplingSettings
 from pad.decode.io import PromptRow, RunWriter
 from pad.errors import PadError
+from pad.models import DEFAULT_BASE
 from pad.parallel import World, complete_lines
 from pad.principles import Principle
 
@@ -69,6 +70,8 @@ class Models:
         self._args: dict[tuple, object] = {}
         self._device, self._dtype = device, dtype
         spec = cfg.rm
+        if spec == "shipped":  # the PersRM shipped with pad, whatever the base (another tokenizer: the cross path)
+            spec = default_persrm(DEFAULT_BASE)
         if spec is None:
             try:
                 spec = default_persrm(cfg.llm)
@@ -158,8 +161,6 @@ def recorded_base_differs(base, llm: str, adapter: str, device: str, dtype) -> s
 
 def default_persrm(llm: str) -> str:
     """The PersRM shipped with pad for the default base model."""
-    from pad.models import DEFAULT_BASE
-
     shipped = Path(__file__).resolve().parents[1] / "assets" / "persrm-smollm2-135m"
     if llm == DEFAULT_BASE and (shipped / "adapter_config.json").is_file():
         return str(shipped)

@@ -153,3 +153,22 @@ def test_pad_serve_with_a_persrm_of_another_tokenizer_equals_pad_decode(tmp_path
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want
         ask["extra_body"] = {}
         assert client.chat.completions.create(**ask).choices[0].message.content != want  # the guide mattered
+
+
+def test_one_tokenizer_through_the_cross_path_is_the_same_tokenizer_path():
+    """A word-level tokenizer gives every id back from its text: forced through the cross path, the engine makes
+    the same-tokenizer path's tokens, batched, with two principles."""
+    from pad.testing import build_word_tokenizer
+
+    tok = build_word_tokenizer()
+    base, rm = build_causal_lm(tok, seed=4), build_causal_lm(tok, seed=5)
+    ps = [Principle("humor", 1.0), Principle("concise", 0.5)]
+    s = SamplingSettings(topk=K, max_new_tokens=N)
+    reqs = [DecodeRequest(p, ps) for p in PROMPTS]
+    cross = PADDecoder(base, tok, rm, tok, cross_tokenizer="exact")
+    same = PADDecoder(base, tok, rm, tok)
+    assert cross.cross == "exact" and same.cross is None
+    got, want = cross.generate(reqs, s), same.generate(reqs, s)
+    assert [g.token_ids for g in got] == [w.token_ids for w in want]
+    vanilla = PADDecoder(base, tok).generate(reqs, s)
+    assert [g.token_ids for g in got] != [v.token_ids for v in vanilla]

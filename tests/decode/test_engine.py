@@ -167,14 +167,17 @@ def test_too_long_prompt_is_skipped(tmp_path, tiny_tokenizer):
     assert res[1].finish_reason in ("eos", "length") and res[1].token_ids
 
 
-def test_vocabularies_must_match(llama_pair):
+def test_another_vocabulary_takes_the_cross_tokenizer_path(llama_pair):
+    """A PersRM tokenizer whose vocabulary is not the base's: its logits cannot be read at the base's ids, so the
+    decoder reads candidates through the PersRM's own tokenizer (tests/decode/test_cross_engine.py); one
+    vocabulary keeps the same-tokenizer rule, and the shared backbone is refused on the cross path."""
     from transformers import AutoTokenizer
 
     base, tok, rm = llama_pair
     other = AutoTokenizer.from_pretrained(tok.name_or_path)
     other.add_tokens(["<extra-token>"])
-    with pytest.raises(PadError, match="different vocabularies"):
-        PADDecoder(base, tok, rm, rm_tokenizer=other)
+    assert PADDecoder(base, tok, rm, rm_tokenizer=other).cross == "exact"
+    assert PADDecoder(base, tok, rm, rm_tokenizer=AutoTokenizer.from_pretrained(tok.name_or_path)).cross is None
 
 
 def test_topk_larger_than_vocabulary(llama_pair):
