@@ -266,74 +266,74 @@ class CrossTokenizerGuide(Guide):
         st.mask = st.mask * (st.mask.cumsum(1) <= v[:, None])
         k = len(suffixes[0]) if suffixes else 0
         m = max(len(p) for p in pending)  # (S, m) pending tokens, right-aligned: the last one sits at m - 1
-        u = max((len(x) for row in suffixes for x in row), default=0) if suffixes else 0  # per candidate
         # A candidate's last token is read off the logits before it and never fed: a one-token candidate (the
-        # usual case) costs no column, and a candidate of n tokens feeds its first n - 1.
-        uf = max(u - 1, 0)
-        n_pend = torch.tensor([len(p) for p in pending], device=dev)
-        suf_len = torch.tensor([[len(x) for x in row] for row in suffixes] if k else [[]] * S, dtype=torch.long,
-                               device=dev).reshape(S, k)
-        tgt = torch.zeros((S, k, max(u, 1)), dtype=torch.long)  # each candidate's suffix, for the likelihood
-        for i in range(S):
-            for a, x in enumerate(suffixes[i] if k else []):
-                if x:
-                    tgt[i, a, :len(x)] = torch.tensor(x)
-        tgt = tgt.to(dev)
-        Q = m + k * uf
+        # usual case) costs no column, and a candidate of n tokens feeds its first n - 1. A row's fed tokens sit
+        # packed, candidate after candidate: (S, F) columns, F the most any row feeds.
+        fed = [[(a, j, x[j], x[j + 1]) for a, x in enumerate(row) for j in range(len(x) - 1)]
+               for row in (suffixes or [[]] * S)]  # per row: (candidate, place, token fed, token it predicts)
+        F = max(map(len, fed))
+        first_tok = torch.tensor([[x[0] if x else 0 for x in row] for row in suffixes] if k else [[]] * S,
+                                 dtype=torch.long, device=dev).reshape(S, k)
+        nonempty = torch.tensor([[bool(x) for x in row] for row in suffixes] if k else [[]] * S, dtype=torch.bool,
+                                device=dev).reshape(S, k)
         out = None
-        if Q:
-            out = self._feed(prefixes, pending, valid, suffixes, m, k, uf, n_pend, suf_len)
+        if m + F:
+            n_pend = torch.tensor([len(p) for p in pending], device=dev)
+            out = self._feed(prefixes, pending, valid, fed, m, F, n_pend)
         for s, P in zip(self.seqs, prefixes):
             s.cached = P
         first = st.logits.float()  # (S, V) after every P
         if suffixes is None:
             return first, None
         # L(a) = log p(x_0 | P) + sum_j log p(x_j | P, x_<j) over the candidate's suffix x
-        lik = first.log_softmax(-1).gather(1, tgt[:, :, 0]) * (suf_len > 0)  # (S, k)
-        if uf:
-            lg = out.logits[:, out.logits.shape[1] - k * uf:].float().reshape(S, k, uf, -1)  # (S, k, u-1, V)
-            lp = lg.gather(-1, tgt[:, :, 1:, None]).squeeze(-1) - lg.logsumexp(-1)  # (S, k, u-1)
-            more = torch.arange(1, u, device=dev) < suf_len[..., None]
-            lik = lik + torch.where(more, lp, torch.zeros_like(lp)).sum(-1)
+        lik = first.log_softmax(-1).gather(1, first_tok) * nonempty  # (S, k)
+        if F:
+            cand = torch.tensor([[c[0] for c in row] + [0] * (F - len(row)) for row in fed], device=dev)  # (S, F)
+            nxt = torch.tensor([[c[3] for c in row] + [0] * (F - len(row)) for row in fed], device=dev)  # (S, F)
+            real = torch.tensor([[True] * len(row) + [False] * (F - len(row)) for row in fed], device=dev)
+            lg = out.logits[:, out.logits.shape[1] - F:].float()  # (S, F, V) after each fed token
+            lp = lg.gather(-1, nxt[..., None]).squeeze(-1) - lg.logsumexp(-1)  # (S, F)
+            lik = lik.index_put((torch.arange(S, device=dev)[:, None].expand(S, F)[real], cand[real]), lp[real],
+                                accumulate=True)
         return first, lik
 
-    def _feed(self, prefixes, pending, valid, suffixes, m: int, k: int, uf: int, n_pend, suf_len):
-        """One forward of every sequence's pending tokens and its candidates' fed tokens (all but each one's
-        last) under a 4D mask; the cache keeps the pending tokens and drops the candidates'. Returns the output."""
+    def _feed(self, prefixes, pending, valid, fed, m: int, F: int, n_pend):
+        """One forward of every sequence's pending tokens and its candidates' fed tokens (`fed`: per row,
+        (candidate, place, token, next token), packed) under a 4D mask: a candidate's token sees the valid
+        cache, the pending tokens and its own earlier tokens, never another candidate's. The cache keeps the
+        pending tokens and drops the candidates'. Returns the forward's output."""
         st = self.stream
         dev = st.device
         S = len(self.seqs)
-        Q = m + k * uf
+        Q = m + F
         ids = torch.full((S, Q), self.pad_id, dtype=torch.long)
         pos = torch.zeros((S, Q), dtype=torch.long)
+        seg = torch.full((S, F), -1, dtype=torch.long)  # each fed column's candidate (-1: padding)
         for i, (P, p, n) in enumerate(zip(prefixes, pending, valid)):
             if p:
                 ids[i, m - len(p):m] = torch.tensor(p)
                 pos[i, m - len(p):m] = torch.arange(n, n + len(p))
-            for a, x in enumerate(suffixes[i] if k and uf else []):
-                if len(x) > 1:
-                    ids[i, m + a * uf:m + a * uf + len(x) - 1] = torch.tensor(x[:-1])
-                    pos[i, m + a * uf:m + a * uf + len(x) - 1] = torch.arange(len(P), len(P) + len(x) - 1)
-        ids, pos = ids.to(dev), pos.to(dev)
+            for c, (a, j, tok, _) in enumerate(fed[i]):
+                ids[i, m + c], pos[i, m + c], seg[i, c] = tok, len(P) + j, a
+        ids, pos, seg = ids.to(dev), pos.to(dev), seg.to(dev)
         W = st.mask.shape[1]
         pend_real = torch.arange(m, device=dev) >= (m - n_pend)[:, None]  # (S, m)
-        suf_real = (torch.arange(uf, device=dev) < (suf_len - 1)[..., None]).reshape(S, k * uf)  # (S, k uf)
         seen = torch.zeros((S, Q, W + Q), dtype=torch.bool, device=dev)
         seen[:, :, :W] = st.mask.bool()[:, None, :]  # every new token: the valid cache
         tril_m = torch.ones((m, m), dtype=torch.bool, device=dev).tril()
         seen[:, :m, W:W + m] = tril_m & pend_real[:, None, :]  # pending: the earlier pending tokens
         seen[:, m:, W:W + m] = pend_real[:, None, :]  # a candidate's tokens: all pending tokens
-        if k * uf:
-            own = torch.block_diag(*[torch.ones((uf, uf), dtype=torch.bool, device=dev).tril()] * k)
-            seen[:, m:, W + m:] = own & suf_real[:, None, :]  # and its own earlier tokens, never another's
+        if F:  # and the earlier tokens of its own candidate (packed in order), never another's
+            same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] >= 0)  # (S, F, F)
+            seen[:, m:, W + m:] = same & torch.ones((F, F), dtype=torch.bool, device=dev).tril()
         seen[:, torch.arange(Q), W + torch.arange(Q)] = True  # every query itself (pads too: none sees nothing)
         mask = torch.zeros(seen.shape, dtype=self.dtype, device=dev).masked_fill_(~seen, self.neg)
-        keep = k * uf + (1 if m else 0)  # the last pending column, then every fed candidate column
+        keep = F + (1 if m else 0)  # the last pending column, then every fed candidate column
         out = self.model(input_ids=ids, attention_mask=mask[:, None], position_ids=pos, use_cache=True,
                          logits_to_keep=keep, **{st.cache_kw: st.cache})
         st.cache = out["cache"] if "cache" in out else out["past_key_values"]
-        if k * uf:
-            st.cache.crop(-k * uf)  # keep the pending tokens' keys and values, drop the candidates'
+        if F:
+            st.cache.crop(-F)  # keep the pending tokens' keys and values, drop the candidates'
         st.mask = torch.cat([st.mask, pend_real.to(st.mask.dtype)], dim=1)
         st.next_pos = torch.tensor([len(P) for P in prefixes], device=dev)
         if m:  # rows that fed tokens: their logits after P are the last pending token's
