@@ -314,7 +314,10 @@ def decode(
 
         if principle:
             raise PadError("--profile gives the principles and their weights: drop -p/--principle")
-        given["principles"] = load_profile(profile).specs()
+        load_profile(profile)  # a bad file stops here, before any model loads
+        given.update(profile=str(profile), principles=[])  # DecodeConfig fills the principles from it
+    elif principle:
+        given["profile"] = None  # -p wins over a recipe's profile, as every option wins over the recipe
     if seed is not None:  # parsed apart: its value may be None ('none': unseeded)
         given["seed"] = parse_seed(seed)
     base, runs, from_lines = decode_configs(config, given)

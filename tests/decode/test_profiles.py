@@ -126,6 +126,36 @@ def test_decode_profile_equals_the_same_principles_given_explicitly(tmp_path, ti
     assert r.exit_code == 2 and "drop -p" in r.output
 
 
+def test_a_decode_recipe_names_a_profile_as_the_option_does(tmp_path, tiny_llama, tiny_persrm):
+    """`profile:` in a YAML recipe guides as `--profile` and as the same weights given by -p; -p on the command
+    line wins over the recipe's profile, as every option wins over the recipe."""
+    from dataclasses import replace
+
+    from pad.decode.config import DecodeConfig
+
+    profile = tmp_path / "me.json"
+    profile.write_text(Profile([Principle("humor", 0.8125), Principle("concise", 0.25)], pairs=30).to_json())
+    recipe = tmp_path / "decode.yaml"
+    recipe.write_text(f"profile: {profile}\ntopk: 4\n")
+    from_recipe = _decode(tmp_path, "a", tiny_llama, tiny_persrm, "--config", recipe)
+    explicit = _decode(tmp_path, "b", tiny_llama, tiny_persrm, "--topk", "4", "-p", "humor=0.8125", "-p", "concise=0.25")
+    assert from_recipe == explicit
+    assert from_recipe[0]["principles"] == [{"name": "humor", "weight": 0.8125}, {"name": "concise", "weight": 0.25}]
+    overridden = _decode(tmp_path, "c", tiny_llama, tiny_persrm, "--config", recipe, "-p", "humor=0.8125")
+    assert all(r["principles"] == [{"name": "humor", "weight": 0.8125}] for r in overridden)
+
+    cfg = DecodeConfig(profile=str(profile))
+    assert cfg.principles == ["humor=0.8125", "concise=0.25"]
+    assert replace(cfg, topk=3).principles == cfg.principles  # a copy of a resolved config stays valid
+    with pytest.raises(PadError, match="drop principles"):
+        replace(cfg, principles=["humor=1"])
+    with pytest.raises(PadError, match="drop principles"):
+        DecodeConfig(profile=str(profile), principles=["concise"])
+    (tmp_path / "bad.json").write_text('{"principles": []}')
+    with pytest.raises(PadError, match="non-empty list"):
+        DecodeConfig(profile=str(tmp_path / "bad.json"))
+
+
 def test_fit_weights_command_end_to_end(tmp_path, tiny_llama, tiny_lora):
     """Through the CLI on a tiny LoRA PersRM: a profile with every principle, its accuracy and count, that
     `pad decode --profile` then reads."""
