@@ -73,6 +73,8 @@ GOOD = {"prompt": "Tell me about cats.", "chosen": "Cats purr.", "rejected": "Ca
     (json.dumps({"chosen": "a", "rejected": "b"}), ":2: missing field 'prompt'"),
     (json.dumps({"prompt": "x", "chosen": 3, "rejected": "b"}), ":2: 'chosen' must be text"),
     (json.dumps(["x", "a", "b"]), ":2: a preference pair is a JSON object"),
+    (json.dumps({"prompt": "x", "chosen": "a", "rejected": "b", "rejected_ended": "no"}),
+     ":2: 'rejected_ended' must be true or false"),
 ])
 def test_bad_pairs_are_one_line_naming_file_and_line(tmp_path, bad, msg):
     path = _write(tmp_path / "pairs.jsonl", [GOOD, bad, GOOD])
@@ -81,6 +83,11 @@ def test_bad_pairs_are_one_line_naming_file_and_line(tmp_path, bad, msg):
     assert str(e.value).startswith(f"{path}{msg}") and "\n" not in str(e.value)
     r = runner.invoke(app, ["fit-weights", str(path), "-p", "concise", "--out", str(tmp_path / "p.json")])
     assert r.exit_code == 2 and f"{path}{msg}" in r.output and r.output.count("\n") == 1
+
+
+def test_pairs_say_which_answer_was_cut_short(tmp_path):
+    path = _write(tmp_path / "pairs.jsonl", [GOOD, {**GOOD, "rejected_ended": False}])
+    assert [(p.chosen_ended, p.rejected_ended) for p in read_pairs(path)] == [(True, True), (True, False)]
 
 
 def test_bad_profiles_and_settings(tmp_path):
@@ -175,16 +182,55 @@ def test_fit_weights_command_end_to_end(tmp_path, tiny_llama, tiny_lora):
     diffs, names, dropped = reward_differences(FitConfig(str(pairs), ["concise", "humor"], rm=str(tiny_lora)),
                                                read_pairs(pairs))
     assert diffs.shape == (8, 2) and names == ["concise", "humor"] and dropped == 0
-    # ... and each difference is pad eval's implicit reward of the chosen answer minus the rejected one's, over beta
+    assert [p["weight"] for p in prof["principles"]] == [round(float(x), 6) for x in fit_bradley_terry(diffs)]
+    # ... and with plain log-ratios and no end token, each difference is pad eval's implicit reward of the chosen
+    # answer minus the rejected one's, over beta
     from pad.evaluate.inputs import Row
     from pad.evaluate.scorers import PersRMScorer
 
+    plain, _, _ = reward_differences(FitConfig(str(pairs), ["concise", "humor"], rm=str(tiny_lora),
+                                               features="log-ratio", score_end=False), read_pairs(pairs))
     scorer = PersRMScorer(str(tiny_lora), "concise")
     rows = [Row(str(j), p.prompt, a) for j, p in enumerate(read_pairs(pairs)) for a in (p.chosen, p.rejected)]
     reward = dict(x for idx, vals in scorer.score(scorer.prepare(rows)) for x in zip(idx, (v[0] for v in vals)))
     want = [(reward[2 * j] - reward[2 * j + 1]) / scorer.beta for j in range(8)]
-    assert diffs[:, 0].tolist() == pytest.approx(want, rel=1e-4, abs=1e-4)  # batched apart: float noise
-    assert [p["weight"] for p in prof["principles"]] == [round(float(x), 6) for x in fit_bradley_terry(diffs)]
+    assert plain[:, 0].tolist() == pytest.approx(want, rel=1e-4, abs=1e-4)  # batched apart: float noise
+    assert not torch.allclose(plain, diffs)  # centring and the end token change the features
     again = runner.invoke(app, ["fit-weights", str(pairs), "-p", "concise", "--rm", str(tiny_lora), "--out", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output
     _decode(tmp_path, "d", tiny_llama, tiny_lora, "--profile", out)
+
+
+def test_centred_features_and_the_end_token_equal_a_plain_loop(tiny_lora):
+    """answer_stats, batched with left padding, against one answer at a time written out by hand: per step
+    r_p(y_t) = log pi_p(y_t | principle prompt) - log pi_ref(y_t | plain prompt) and KL(pi_ref || pi_p), summed
+    over the response, and both again at the end-of-sequence token after it."""
+    from pad.decode.profiles import answer_stats
+    from pad.evaluate.inputs import Row
+    from pad.evaluate.scorers import persrm_dimensions
+
+    rows = [Row("0", "Tell me about cats.", "Cats purr a lot."), Row("1", "hi", "Hello there, how are you today?"),
+            Row("2", [{"role": "user", "content": "Why is the sky blue?"}], "Light scatters.")]
+    scorers = [d.scorer for d in persrm_dimensions(str(tiny_lora), ["concise", "humor"])]
+    got = dict(answer_stats(scorers, rows, score_end=True, batch_size=2))
+    model, tok = scorers[0].load(), scorers[0].tokenizer
+    for i, row in enumerate(rows):
+        for p, s in enumerate(scorers):
+            pol, ref, resp = s.prepare([row])[0].ids
+            seq = resp + [tok.eos_token_id]
+            with torch.inference_mode():
+                lp = torch.log_softmax(model(input_ids=torch.tensor([pol + seq])).logits[0, len(pol) - 1 : -1], -1)
+                with model.disable_adapter():
+                    lq = torch.log_softmax(model(input_ids=torch.tensor([ref + seq])).logits[0, len(ref) - 1 : -1], -1)
+            r = [float(lp[t, y] - lq[t, y]) for t, y in enumerate(seq)]
+            kl = [float((lq[t].exp() * (lq[t] - lp[t])).sum()) for t in range(len(seq))]
+            want = [sum(r[:-1]), sum(kl[:-1]), r[-1], kl[-1]]
+            assert got[i][p].tolist() == pytest.approx(want, rel=1e-4, abs=1e-4), (i, p)
+            assert min(kl) >= -1e-6
+    without = dict(answer_stats(scorers, rows, score_end=False))
+    assert torch.allclose(without[1][:, :2], got[1][:, :2], atol=1e-4) and bool((without[1][:, 2:] == 0).all())
+    cut = dict(answer_stats(scorers, rows, score_end=True, ended=[True, False, True]))  # answer 1 was cut short
+    assert bool((cut[1][:, 2:] == 0).all()) and torch.allclose(cut[1][:, :2], got[1][:, :2], atol=1e-4)
+    assert torch.allclose(cut[0], got[0], atol=1e-4) and bool((got[1][:, 2:] != 0).any())
+    with pytest.raises(PadError, match="features 'mean' is not one of centred, log-ratio"):
+        FitConfig(pairs="x", principles=["concise"], features="mean")
