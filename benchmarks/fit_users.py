@@ -1,15 +1,18 @@
 """Do fitted weights find what a user cares about? `pad fit-weights` on two simulated users.
 
-- a "harmless user": held-out HH-RLHF harmless-base test pairs (../shared/data; the user chose the harmless
-  reply), single-turn, short;
-- a "concise user": two sampled base answers per P-Soups prompt, the shorter one chosen.
+- a "harmless user": HH-RLHF harmless-base test pairs (../shared/data; the user chose the harmless reply),
+  single-turn, short;
+- a "concise user": two sampled base answers per P-Soups prompt, the shorter one chosen (an answer cut by the
+  length cap is marked so, and its end is not scored).
 
 Each user's pairs are fitted over the candidate principles (concise, harmless, humor by default) with the
 shipped PersRM (or --rm); the harmless user should put most weight on `harmless`, the concise user on
-`concise`. Prints the weights and held-out accuracies and writes fit_users.md / fit_users.json and each
-user's pairs and profile to --out.
+`concise`. The answers are scored once, and the fit is made with each kind of feature of `pad fit-weights`
+(centred or plain log-ratios, with or without the end token; the first is its default). Prints the weights and
+held-out accuracies and writes fit_users.md / fit_users.json and each user's pairs, scores (*_stats.pt, reused
+when present) and default profile to --out.
 
-    python benchmarks/fit_users.py --pairs 40                  # a few minutes to half an hour of CPU
+    python benchmarks/fit_users.py --pairs 25                  # a few minutes to half an hour of CPU
 """
 
 from __future__ import annotations
@@ -46,25 +49,41 @@ def harmless_pairs(n: int, max_chars: int) -> list[dict]:
     return out
 
 
-def concise_pairs(n: int, max_new_tokens: int, rm: str | None) -> list[dict]:
-    """Two sampled base answers per prompt (seeds 0 and 1); the one with fewer tokens is chosen."""
+def concise_pairs(n: int, max_new_tokens: int, rm: str | None, out: Path, answers: int = 2) -> list[dict]:
+    """`answers` sampled base answers per prompt (seeds 0, 1, ...), paired as seeds (0, 1), (2, 3), ...: in each
+    pair the one with fewer tokens is chosen (equal lengths give no pair). An answer that reached the cap was cut,
+    not ended: its pair says so ("..._ended": false), and its end is not scored. The sampled runs are kept in
+    `out` (concise_seed0.jsonl, ...) and resume."""
     from dataclasses import replace
 
     from pad.decode.config import DecodeConfig
+    from pad.decode.io import read_run
     from pad.decode.run import Models, decode_run, gather_prompts
 
     rows = gather_prompts(str(DEFAULT_PROMPTS), limit=n * 2)  # spare prompts: equal lengths give no pair
     cfg = DecodeConfig(rm=rm, mode="sample", max_new_tokens=max_new_tokens, batch_size=16)
     models = Models(cfg, need_rm=False)
-    a, b = (decode_run(replace(cfg, seed=s), rows, models, None, run=f"seed{s}").records for s in (0, 1))
-    out = []
-    for x, y in zip(a, b):
-        if x["tokens"] != y["tokens"] and x["response"].strip() and y["response"].strip():
-            short, long = (x, y) if x["tokens"] < y["tokens"] else (y, x)
-            out.append({"prompt": x["prompt"], "chosen": short["response"], "rejected": long["response"]})
-        if len(out) == n:
+    ids = {r.id for r in rows}
+    runs = []
+    for s in range(answers):
+        path = out / f"concise_seed{s}.jsonl"
+        decode_run(replace(cfg, seed=s), rows, models, path, run=f"seed{s}", resume=path.exists())
+        runs.append([r for r in read_run(path) if r["id"] in ids])
+    out_pairs = []
+    for recs in zip(*runs):  # one prompt's answers
+        for x, y in zip(recs[0::2], recs[1::2]):
+            if x["tokens"] != y["tokens"] and x["response"].strip() and y["response"].strip():
+                short, long = (x, y) if x["tokens"] < y["tokens"] else (y, x)
+                out_pairs.append({"prompt": x["prompt"], "chosen": short["response"], "rejected": long["response"],
+                                  "chosen_ended": short["finish_reason"] == "eos",
+                                  "rejected_ended": long["finish_reason"] == "eos"})
+        if len(out_pairs) >= n:
             break
-    return out
+    return out_pairs[:n]
+
+
+VARIANTS = [("centred", True), ("centred", False), ("log-ratio", True), ("log-ratio", False)]
+"""(features, score_end) of pad fit-weights; the first is its default, the last what it did before."""
 
 
 def main():
@@ -74,12 +93,16 @@ def main():
     ap.add_argument("--pairs", type=int, default=40, help="pairs per user")
     ap.add_argument("--max-chars", type=int, default=700, help="longest HH pair (prompt + both replies), in characters")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="length cap of the concise user's base answers")
+    ap.add_argument("--answers", type=int, default=2, help="sampled base answers per prompt of the concise user "
+                    "(even: paired as seeds 0-1, 2-3, ...)")
     ap.add_argument("--users", nargs="+", default=["harmless", "concise"], choices=["harmless", "concise"])
     ap.add_argument("--out", default="runs/fit_users")
     args = ap.parse_args()
 
+    import torch
+
     from pad.cli import quiet_libraries
-    from pad.decode.profiles import FitConfig, fit_profile
+    from pad.decode.profiles import FitConfig, differences, pair_stats, profile_from_differences, read_pairs
 
     if not HH_TEST.is_file() or not DEFAULT_PROMPTS.is_file():
         sys.exit(f"{HH_TEST.parent} lacks the data (only development machines have ../shared)")
@@ -90,21 +113,44 @@ def main():
     if "harmless" in args.users:
         users["harmless user"] = harmless_pairs(args.pairs, args.max_chars)
     if "concise" in args.users:  # answers that both reach the cap tie: a higher cap gives more pairs
-        users["concise user"] = concise_pairs(args.pairs, args.max_new_tokens, args.rm)
-    result, lines = {}, ["| user | pairs | " + " | ".join(f"w {p}" for p in args.principles)
-                         + " | most weight | held-out accuracy |", "|---" * (len(args.principles) + 4) + "|"]
+        users["concise user"] = concise_pairs(args.pairs, args.max_new_tokens, args.rm, out, args.answers)
+    head = ("| user | features | end token | pairs | " + " | ".join(f"w {p}" for p in args.principles)
+            + " | most weight | held-out accuracy | feature correlation ("
+            + " / ".join(f"{a}-{b}" for i, a in enumerate(args.principles) for b in args.principles[i + 1:]) + ") |")
+    result, lines = {}, [head, "|---" * (len(args.principles) + 7) + "|"]
     for user, pairs in users.items():
         stem = user.split()[0]
         path = out / f"{stem}_pairs.jsonl"
         path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-        prof = fit_profile(FitConfig(str(path), list(args.principles), rm=args.rm))
-        (out / f"{stem}_profile.json").write_text(prof.to_json())
-        w = {p.name: p.weight for p in prof.principles}
-        top = max(w, key=w.get)
-        result[user] = {"pairs": prof.pairs, "weights": w, "most_weight": top, "heldout_accuracy": prof.heldout_accuracy,
-                        "train_accuracy": prof.train_accuracy}
-        lines.append(f"| {user} | {prof.pairs} | " + " | ".join(f"{w[p]:.3g}" for p in args.principles)
-                     + f" | {top} | {prof.heldout_accuracy:.3f} |")
+        cached = out / f"{stem}_stats.pt"  # the PersRM's per-answer sums, scored once for every variant
+        key = {"pairs": pairs, "principles": list(args.principles), "rm": args.rm}
+        saved = torch.load(cached) if cached.exists() else None
+        if saved is not None and saved["key"] == key:
+            stats, names = saved["stats"], saved["names"]
+        else:
+            stats, names = pair_stats(FitConfig(str(path), list(args.principles), rm=args.rm), read_pairs(path))
+            torch.save({"key": key, "stats": stats, "names": names}, cached)
+        result[user] = {}
+        for features, score_end in VARIANTS:
+            cfg = FitConfig(str(path), list(args.principles), rm=args.rm, features=features, score_end=score_end)
+            diffs, dropped = differences(stats, features, score_end)
+            prof = profile_from_differences(cfg, diffs, names, dropped)
+            if (features, score_end) == VARIANTS[0]:
+                (out / f"{stem}_profile.json").write_text(prof.to_json())
+            w = {p.name: p.weight for p in prof.principles}
+            top = max(w, key=w.get)
+            key = f"{features}{'+end' if score_end else ''}"
+            corr = torch.corrcoef(diffs.T)  # (P, P): how alike the principles' features are on these pairs
+            result[user][key] = {"pairs": prof.pairs, "weights": w, "most_weight": top,
+                                 "heldout_accuracy": prof.heldout_accuracy, "train_accuracy": prof.train_accuracy,
+                                 "feature_correlation": [[round(float(c), 3) for c in row] for row in corr]}
+            pairwise = " / ".join(f"{float(corr[i, j]):.2f}" for i in range(len(names)) for j in range(i + 1, len(names)))
+            lines.append(f"| {user} | {features} | {'yes' if score_end else 'no'} | {prof.pairs} | "
+                         + " | ".join(f"{w[p]:.3g}" for p in args.principles)
+                         + f" | {top} | {prof.heldout_accuracy:.3f} | {pairwise} |")
+        if "concise" in user:
+            result[user]["answers_cut_at_cap"] = {
+                "chosen": sum(not p["chosen_ended"] for p in pairs), "rejected": sum(not p["rejected_ended"] for p in pairs)}
     table = "\n".join(lines)
     (out / "fit_users.md").write_text(table + "\n")
     (out / "fit_users.json").write_text(json.dumps(result, indent=1) + "\n")

