@@ -44,7 +44,7 @@ def pct(xs: list[float], q: float) -> float:
 
 async def one_request(http, url: str, body: dict) -> dict:
     t0 = time.perf_counter()
-    first, tokens, reason = None, 0, None
+    first, tokens, reason, text = None, 0, None, []
     async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
@@ -54,11 +54,14 @@ async def one_request(http, url: str, body: dict) -> dict:
             if obj.get("usage"):
                 tokens = obj["usage"]["completion_tokens"]
             for ch in obj.get("choices", []):
-                if ch["delta"].get("content") and first is None:
-                    first = time.perf_counter() - t0
+                if ch["delta"].get("content"):
+                    text.append(ch["delta"]["content"])
+                    if first is None:
+                        first = time.perf_counter() - t0
                 reason = ch.get("finish_reason") or reason
     total = time.perf_counter() - t0
-    return {"latency": total, "ttft": first if first is not None else total, "tokens": tokens, "finish": reason}
+    return {"latency": total, "ttft": first if first is not None else total, "tokens": tokens, "finish": reason,
+            "text": "".join(text)}
 
 
 async def drive(url: str, model: str, prompts: list, clients: int, per_client: int, max_tokens: int):
@@ -118,10 +121,10 @@ def offline_static(base: str, rm: str, prompts: list, clients: int, per_client: 
             reqs.append(DecodeRequest([{"role": "user", "content": prompts[(c * per_client + j) % len(prompts)]}], ps))
     s = SamplingSettings(max_new_tokens=max_tokens)
     t0 = time.perf_counter()
-    tokens = 0
+    results = []
     for i in range(0, len(reqs), clients):
-        tokens += sum(len(r.token_ids) for r in dec.generate(reqs[i:i + clients], s))
-    return tokens, time.perf_counter() - t0
+        results += dec.generate(reqs[i:i + clients], s)
+    return sum(len(r.token_ids) for r in results), time.perf_counter() - t0, [r.text for r in results]
 
 
 def main():
@@ -155,7 +158,7 @@ def main():
                          "requests_per_s": round(len(res) / wall, 3), "tokens_per_s": round(tokens / wall, 1),
                          "latency_p50": round(statistics.median(lat), 2), "latency_p95": round(pct(lat, 0.95), 2),
                          "ttft_p50": round(statistics.median(ttft), 3), "ttft_p95": round(pct(ttft, 0.95), 3),
-                         "tokens": tokens})
+                         "tokens": tokens, "texts": [r["text"] for r in res]})
     finally:
         proc.terminate()
         proc.wait(60)
@@ -164,17 +167,20 @@ def main():
 
         torch.set_num_threads(args.threads)
         for row in rows:
-            tokens, secs = offline_static(base, rm, prompts, row["clients"], per_client, args.max_tokens, args.device)
+            tokens, secs, texts = offline_static(base, rm, prompts, row["clients"], per_client, args.max_tokens,
+                                                 args.device)
             row["offline_static_tokens_per_s"] = round(tokens / secs, 1)
+            row["same_answers"] = f"{sum(a == b for a, b in zip(row['texts'], texts))} of {len(texts)}"
             row["ratio"] = round(row["tokens_per_s"] / row["offline_static_tokens_per_s"], 2)
     print(f"{label}; pad serve --max-batch {args.max_batch}; {plabel}; {per_client} streaming requests per client, "
           f"greedy, up to {args.max_tokens} tokens; {args.device}, {args.threads} threads")
     print("\n| clients | requests | req/s | tokens/s | latency p50 / p95 (s) | first token p50 / p95 (s) "
-          "| offline static batches, tokens/s | ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| offline static batches, tokens/s | ratio | answers equal to offline |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['clients']} | {r['requests']} | {r['requests_per_s']} | {r['tokens_per_s']} | "
               f"{r['latency_p50']} / {r['latency_p95']} | {r['ttft_p50']} / {r['ttft_p95']} | "
-              f"{r.get('offline_static_tokens_per_s', '-')} | {r.get('ratio', '-')} |")
+              f"{r.get('offline_static_tokens_per_s', '-')} | {r.get('ratio', '-')} | {r.get('same_answers', '-')} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"models": label, "prompts": plabel, "per_client": per_client,
                                                "max_tokens": args.max_tokens, "max_batch": args.max_batch,
