@@ -159,11 +159,10 @@ class CrossTokenizerGuide(Guide):
             if r.reference != "base":
                 raise PadError(f"the cross-tokenizer PersRM scores against the base only; a row asked for "
                                f"reference {r.reference!r}")
-            if len(r.rm_texts) != len(r.principles):
-                raise PadError(f"row {r.key}: {len(r.principles)} principles but {len(r.rm_texts)} PersRM prompts")
+            if len(r.rm_ids) != len(r.principles):
+                raise PadError(f"row {r.key}: {len(r.principles)} principles but {len(r.rm_ids)} PersRM prompts")
             self.ys[r.key] = []
-            for p, text in zip(r.principles, r.rm_texts):
-                ids = self.rm_tok(text, add_special_tokens=False)["input_ids"]
+            for p, ids in zip(r.principles, r.rm_ids):  # encoded once, by the batch
                 if not ids:
                     raise PadError(f"row {r.key}: the PersRM's prompt for principle {p.name!r} is empty")
                 new.append(_Seq(r.key, float(p.weight), ids, list(ids)))

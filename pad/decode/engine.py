@@ -442,7 +442,7 @@ class DecodeBatch:
             keys.append(key)
             s = req.settings or self.s
             bt, rts, reft = d.texts(req)
-            gr = GuideRow(key, req.prompt, [p for p in req.principles if p.weight != 0], rts, reft,
+            gr = GuideRow(key, req.prompt, [p for p in req.principles if p.weight != 0],
                           [enc(d.rm_tok, t) for t in rts], enc(d.rm_tok, reft) if reft else None,
                           req.reference or d.reference,
                           req.weight if req.weight is not None else d.args_weight)
@@ -450,16 +450,16 @@ class DecodeBatch:
             # every sequence the row owns must fit its model's context: the base's own and the guides'
             lims = [s.max_new_tokens] + ([self.ctx_b - len(ids)] if self.ctx_b is not None else [])
             lims += [lim for g in self.guides if (lim := g.room(gr)) is not None]
-            gr.limit = min(lims)
+            limit = min(lims)
             rm_texts = rts + ([reft] if reft else [])
-            if gr.limit < 1:
+            if limit < 1:
                 self.done.append((key, DecodeResult(req.id, [], "", "skipped", bt, rm_texts, 0.0)))
                 continue
             base_seqs.append((ids, Slot(key, "base")))
             joining.append(gr)
             row_id = req.id if req.id is not None else str(key)
             seed = s.seed if s.seed is not None else self.seed
-            new_rows.append((_Row(key, req, bt, rm_texts, gr.limit, now, s), row_key(seed, row_id)))
+            new_rows.append((_Row(key, req, bt, rm_texts, limit, now, s), row_key(seed, row_id)))
         if not new_rows:
             return keys
         plain, adapter = list(base_seqs), []

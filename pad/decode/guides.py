@@ -13,7 +13,7 @@ guide is one small object with this life cycle, driven by the batch:
     commit(nxt)    every live row's chosen token, before finished rows leave
     leave(alive)   only rows whose keys are in `alive` stay
 
-The guides: `PadGuide` (pad.decode.engine: the PersRM on a separate model or on the shared backbone, any
+The guides: `PadGuide` (pad.decode.pad_guide: the PersRM on a separate model or on the shared backbone, any
 reference), ARGS's readers (pad.decode.args: cached and texts) and the cross-tokenizer PersRM
 (pad.decode.cross).
 """
@@ -32,13 +32,10 @@ class GuideRow:
     key: int  # the row's key in the batch
     prompt: object  # the request's prompt: a string or chat messages
     principles: list = field(default_factory=list)  # active principles (weight != 0), in order
-    rm_texts: list[str] = field(default_factory=list)  # the PersRM's principle prompt of each, rendered
-    ref_text: str | None = None  # the PersRM's prompt without principles (reference "persrm"), or None
-    rm_ids: list[list[int]] = field(default_factory=list)  # rm_texts in the PersRM tokenizer's ids
-    ref_ids: list[int] | None = None  # ref_text's ids, or None
+    rm_ids: list[list[int]] = field(default_factory=list)  # each one's PersRM principle prompt, in the PersRM's ids
+    ref_ids: list[int] | None = None  # the PersRM's prompt without principles (reference "persrm"), or None
     reference: str = "base"
     weight: float = 0.0  # ARGS: the row's w
-    limit: int = 0  # the row's token cap
 
 
 @dataclass

@@ -48,8 +48,9 @@ def word():
 def guided_rows(rm_tok, keys, principles, unguided=()):
     active = [p for p in principles if p.weight != 0]
     return [GuideRow(key=i, prompt=PROMPTS[i], principles=[] if i in unguided else active,
-                     rm_texts=[] if i in unguided else [principle_prompt(rm_tok, PROMPTS[i], p.name, DEFAULT_TEMPLATE)
-                                                        for p in active]) for i in keys]
+                     rm_ids=[] if i in unguided else [
+                         rm_tok(principle_prompt(rm_tok, PROMPTS[i], p.name, DEFAULT_TEMPLATE),
+                                add_special_tokens=False)["input_ids"] for p in active]) for i in keys]
 
 
 @torch.inference_mode()
