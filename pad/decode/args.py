@@ -252,9 +252,13 @@ class ArgsRows(Guide):
         self._cand: torch.Tensor | None = None
 
     @property
+    def stream(self) -> Stream | None:
+        """The cached reader's stream (None for the texts reader)."""
+        return getattr(self.reader, "stream", None)
+
+    @property
     def joinable(self) -> bool:
-        stream = getattr(self.reader, "stream", None)
-        return stream is None or stream.joinable
+        return self.stream is None or self.stream.joinable
 
     def join(self, rows: list[GuideRow]) -> None:
         rows = [r for r in rows if r.weight != 0]

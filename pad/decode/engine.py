@@ -403,13 +403,10 @@ class DecodeBatch:
 
     @property
     def streams(self) -> list[Stream]:
-        """Every model stream the batch runs: the base's and the guides' own."""
-        out = [self.base_stream]
-        for g in self.guides:
-            st = getattr(g, "stream", None) or getattr(getattr(g, "reader", None), "stream", None)
-            if st is not None and all(st is not o for o in out):
-                out.append(st)
-        return out
+        """Every model stream the batch runs: the base's and the guides' own (a guide's `stream`, where it has
+        one; PAD on the shared backbone keeps its rows in the base's)."""
+        own = [getattr(g, "stream", None) for g in self.guides]
+        return [self.base_stream] + [st for st in own if st is not None and st is not self.base_stream]
 
     @property
     def accepts_rows(self) -> bool:
