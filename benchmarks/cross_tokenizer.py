@@ -53,6 +53,8 @@ def summary(recs: list[dict], models) -> dict:
     return {"tokens": sum(r["tokens"] for r in recs) / n,
             "words": sum(len(r["response"].split()) for r in recs) / n,
             "ended": sum(r["finish_reason"] == "eos" for r in recs) / n,
+            # a pretrained base reading the plain transcript tends to write the next user turn itself
+            "human_turn": sum("Human:" in r["response"] for r in recs),
             "ppl": base_perplexity(models.base, models.tok, recs)}
 
 
@@ -114,13 +116,14 @@ def main():
         lines += [f"### Part 1: {Path(str(llm)).name} guided by {Path(str(rm)).name} ({args.principle})", "",
                   f"{len(rows)} prompts ({Path(args.prompts).name}); greedy, k = 10, up to {args.max_new_tokens} new "
                   f"tokens, batch {args.batch_size}; the base reads a plain transcript (no chat template).", "",
-                  "| run | rule | w | tokens | x vanilla | words | base PPL | ended on its own | tokens/s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| run | rule | w | tokens | x vanilla | words | base PPL | ended on its own | writes a Human: turn | "
+                  "tokens/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in table:
             tok_s = "-" if r["tok_s"] is None else f"{r['tok_s']:.1f}"
             lines.append(f"| {r['run']} | {r['rule']} | {r['w']:g} | {r['tokens']:.1f} | "
                          f"{r['tokens'] / van['tokens']:.2f} | {r['words']:.1f} | {r['ppl']:.2f} | {r['ended']:.0%} | "
-                         f"{tok_s} |")
+                         f"{r['human_turn']} of {len(rows)} | {tok_s} |")
         del models
 
     if args.overhead_prompts:
