@@ -19,7 +19,7 @@ from pad.errors import PadError
 from pad.models import PAD_CONFIG
 from pad.principles import Message, chat_text, to_messages
 from pad.train.config import TrainConfig
-from pad.train.contrastive import add_contrastive, kind_counts
+from pad.train.contrastive import add_contrastive, kind_counts, limit_eval
 from pad.train.pairs import Mixture, Pair, build_mixture
 
 Echo = Callable[[str], None]
@@ -121,6 +121,7 @@ def build_training_mixture(cfg: TrainConfig, tokenizer) -> Mixture:
     mix = build_mixture(cfg.sources, cfg.eval_size, cfg.seed, progress=is_main_process(),
                         fit=lambda pair: fit_pair(tokenizer, pair, cfg.template, cfg.prompt_budget))
     mix = add_contrastive(mix, cfg)  # cross-principle and opposite pairs, each on its own side of the split
+    mix = limit_eval(mix, cfg.eval_limit, cfg.seed)
     if not mix.train:
         raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
     return mix

@@ -45,6 +45,10 @@ class TrainConfig:
     """Principle prompt template with {principles} and {prompt} (method.md section 1)."""
     eval_size: float = 0.1
     """Held-out pairs, grouped by prompt: a fraction when below 1, else a number of pairs; 0: none."""
+    eval_limit: int | None = None
+    """Measure on a seeded sample of at most this many held-out pairs per pair kind (source, opposite, cross)
+    and principle, not all of them: a cheaper evaluation that leaves the split where eval_size put it, so a later stage keeps
+    an earlier stage's held-out prompts. None: every held-out pair."""
     max_length: int = 512
     """Most tokens of prompt + response; longer responses are cut at the end."""
     max_prompt_length: int | None = None
@@ -141,6 +145,7 @@ class TrainConfig:
         _require(self, "max_steps", lambda v: _is_int(v) and (v == -1 or v >= 1), "-1 or a whole number >= 1")
         _require(self, "max_prompt_length",
                  lambda v: v is None or (_is_int(v) and 1 <= v < self.max_length), f"None or 1..{self.max_length - 1}")
+        _require(self, "eval_limit", lambda v: v is None or (_is_int(v) and v >= 1), "None or a whole number >= 1")
         _require(self, "save_total_limit", lambda v: v is None or (_is_int(v) and v >= 1), "None or >= 1")
         for name in ("beta", "learning_rate", "num_train_epochs"):
             _require(self, name, lambda v: _is_num(v) and v > 0, "a number > 0")

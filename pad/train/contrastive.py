@@ -161,6 +161,32 @@ def _limit_couples(couples: list[tuple[tuple[str, str], list[Pair]]], limit: int
     return [c for i, c in enumerate(couples) if i in keep]
 
 
+def limit_eval(mix: Mixture, limit: int | None, seed: int) -> Mixture:
+    """`mix` measured on a seeded sample of at most `limit` held-out pairs per pair kind and principle (in their
+    order); the rest are counted as `eval_unmeasured` and the summary notes how many. Training is untouched."""
+    if limit is None:
+        return mix
+    rng = random.Random(seed)
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, p in enumerate(mix.eval):
+        groups[(pair_kind(p.source), p.principle)].append(i)
+    keep: set[int] = set()
+    dropped = []
+    for (kind, principle) in sorted(groups):  # sorted: the sample must not follow the data's order of groups
+        idx = groups[(kind, principle)]
+        keep.update(idx if len(idx) <= limit else rng.sample(idx, limit))
+        if len(idx) > limit:
+            dropped.append(f"{kind} {principle} {limit} of {len(idx)}")
+    out = Mixture(list(mix.train), [p for i, p in enumerate(mix.eval) if i in keep],
+                  {s: {p: dict(c) for p, c in per.items()} for s, per in mix.counts.items()}, list(mix.notes))
+    for i, pair in enumerate(mix.eval):
+        if i not in keep:
+            out.count(pair, "eval_unmeasured")
+    if dropped:
+        out.notes.append("eval_limit: held-out accuracy is measured on a seeded sample: " + ", ".join(dropped))
+    return out
+
+
 def kind_counts(mix: Mixture) -> str:
     """One line of the mixture summary: training and held-out pairs per pair kind."""
     parts = []

@@ -6,7 +6,8 @@ import pytest
 
 from pad.errors import PadError
 from pad.train.config import TrainConfig
-from pad.train.contrastive import add_contrastive, cross_pairs, kind_counts, kind_metrics, opposite_pairs, pair_kind
+from pad.train.contrastive import (add_contrastive, cross_pairs, kind_counts, kind_metrics, limit_eval, opposite_pairs,
+                                   pair_kind)
 from pad.train.pairs import SourceConfig, build_mixture
 
 SRC = "jsonl:d.jsonl"
@@ -111,6 +112,27 @@ def test_cross_limit_samples_couples_in_training_only():
     assert mix.counts["cross-principle"]["concise"] == {"pairs": 2, "train": 2, "over_limit": 3}
 
 
+def test_eval_limit_samples_each_kind_and_principle_of_the_held_out_side_only():
+    """Five held-out prompts like p1 give 5 concise + 5 humor source pairs, 5 detailed opposites and 5 + 5 cross
+    pairs; eval_limit 3 measures 3 of each kind and principle (seeded: the same 3 every time), keeps their order,
+    and leaves the training side alone."""
+    rows = [{**r, "prompt": f"q{i}"} for i in range(10) for r in ROWS[:2]]
+    src = source(opposites={"concise": "detailed"})
+    cfg = config(src, cross_principle_pairs=True, eval_limit=3)
+    full = add_contrastive(mixture(src, rows, eval_size=0.5), cfg)  # five of the ten prompts held out
+    both = "source 10 + {0} held out, opposite 5 + {1} held out, cross 10 + {2} held out"
+    assert kind_counts(full) == "pair kinds: " + both.format(10, 5, 10)
+    limited = limit_eval(full, cfg.eval_limit, cfg.seed)
+    assert kind_counts(limited) == "pair kinds: " + both.format(6, 3, 6) and limited.train == full.train
+    assert sorted((pair_kind(p.source), p.principle) for p in limited.eval) == sorted(
+        [(k, q) for k in ("source", "cross") for q in ("concise", "humor")] * 3 + [("opposite", "detailed")] * 3)
+    assert [p for p in full.eval if p in limited.eval] == limited.eval  # a subset, in its order
+    assert limited.eval == limit_eval(full, 3, cfg.seed).eval != limit_eval(full, 3, cfg.seed + 1).eval
+    assert limited.counts["jsonl:d.jsonl (opposite)"]["detailed"]["eval_unmeasured"] == 2
+    assert "opposite detailed 3 of 5" in limited.notes[-1] and full.notes == []  # the input is not changed
+    assert limit_eval(full, 5, 0).eval == full.eval and limit_eval(full, None, 0) is full
+
+
 def test_nothing_asked_nothing_added():
     src = source()
     mix = mixture(src)
@@ -142,6 +164,7 @@ def test_kind_metrics_worked_example():
     ({"cross_principle_pairs": ["humor"]}, "cross_principle_pairs must be true, false or a list of two or more"),
     ({"cross_principle_pairs": "yes"}, "got 'yes'"),
     ({"cross_principle_limit": 0}, "cross_principle_limit must be None or a whole number >= 1, got 0"),
+    ({"eval_limit": 0}, "eval_limit must be None or a whole number >= 1, got 0"),
     ({"kind": "reward-model", "cross_principle_pairs": True}, "apply to kind persrm, not 'reward-model'"),
 ])
 def test_config_errors_name_the_value(kw, message):
