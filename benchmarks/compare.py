@@ -22,11 +22,14 @@ words over the table's runs predicts, at their mean length; evaluate/README.md),
 reward short answers. The table is made twice: on --prompts (P-Soups) and on --fresh-prompts, the project's
 own validation requests (benchmarks/data/fresh_prompts.json, fixed before training; --fresh-prompts none
 leaves them out), whose runs go to OUT/fresh. The main table gains the length-controlled score and win rate
-too, fitted over every run of its report.
+too, fitted over every run of its report. Untrained synonyms (--synonyms, default brief, funny, safe) are rows of
+the cross tables beside the principles they stand for, outside the winners and checks. --reward-model none
+prints only the cross tables, without the harmless column (for a machine that has not trained that RM).
 
     pad train --config recipes/smollm2-135m/train/config_rm_hh_harmless_cpu.yaml    # the harmless RM, once
     pad train --config recipes/smollm2-135m/train/config_rm_humor_judge_cpu.yaml    # the humor judge, once
     python benchmarks/compare.py --json benchmarks/results/compare.json              # SmolLM2 + shipped PersRM
+    python benchmarks/compare.py --reward-model none --out runs/compare-cross        # the cross tables only
 
 Run files go to --out and resume (rerun to continue; tokens/s is kept from the call that decoded a run).
 """
@@ -96,11 +99,17 @@ def decode_plan(plan: list[tuple[str, dict]], rows, models, base_cfg, out: Path)
     return records, table
 
 
-def fill_scores(table: dict, report, dims: list[str]) -> None:
+def judge_kinds(dims: list[str], has_rm: bool, has_humor: bool) -> dict[str, str]:
+    """Each judge dimension's column: 'score' (the sequence RM, the principle's measure) and 'humor' (the humor
+    judge), in the order their scorers were given."""
+    return dict(zip(dims, ["score"] * has_rm + ["humor"] * has_humor))
+
+
+def fill_scores(table: dict, report, kinds: dict[str, str]) -> None:
     """Each run's judge scores from a pad eval report: raw mean, interval, win rate; length-controlled mean
     and win rate (fitted over every run of that report)."""
     for res in report.results:
-        kind = "score" if res["dimension"] == dims[0] else "humor"
+        kind = kinds[res["dimension"]]
         table[res["run"]].update({
             kind: round(res["mean"], 3), f"{kind}_ci": [round(res["ci_low"], 3), round(res["ci_high"], 3)],
             f"{kind}_win": None if res["win"] is None else round(res["win"], 2),
@@ -112,7 +121,8 @@ def main():
     ap.add_argument("--llm", default=None, help="base model (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--rm", default=None, help="PersRM (default: the shipped one)")
     ap.add_argument("--reward-model", default="runs/smollm2-135m-rm-hh-harmless-cpu",
-                    help="the sequence RM: ARGS's guide and the score column")
+                    help="the sequence RM: ARGS's guide and the score column; 'none': only the cross-principle "
+                         "tables, without their --principle column (no main table: it needs the RM)")
     ap.add_argument("--humor-judge", default="runs/smollm2-135m-rm-humor-judge-cpu",
                     help="the cross-principle table's humor measure (a reward model); 'none' leaves it out")
     ap.add_argument("--principle", default="harmless")
@@ -120,6 +130,9 @@ def main():
     ap.add_argument("--args-weights", type=float, nargs="*", default=[1.0, 3.0, 10.0], help="none: no ARGS runs")
     ap.add_argument("--cross", nargs="*", default=["concise", "harmless", "humor", "detailed", "serious"],
                     help="principles of the cross-principle table (none: leave the table out)")
+    ap.add_argument("--synonyms", nargs="*", default=["brief:concise", "funny:humor", "safe:harmless"],
+                    help="untrained names guided like the --cross ones, as NAME:PRINCIPLE, reported beside the "
+                         "principle they stand for and left out of the winners and the checks (none: leave out)")
     ap.add_argument("--fresh-prompts", default=str(FRESH_PROMPTS),
                     help="a second prompt set for the cross-principle table ('none': P-Soups only)")
     ap.add_argument("--cross-weight", type=float, default=1.0)
@@ -138,11 +151,15 @@ def main():
 
     if not Path(args.prompts).is_file():
         sys.exit(f"{args.prompts} is absent (only development machines have ../shared)")
+    has_rm = args.reward_model != "none"
+    if not has_rm and not args.cross:
+        sys.exit("--reward-model none leaves only the cross-principle tables: give --cross principles")
     for path, what in ((args.reward_model, "--reward-model"), (args.humor_judge, "--humor-judge")):
-        if what == "--humor-judge" and (path == "none" or not args.cross):
+        if path == "none" or (what == "--humor-judge" and not args.cross):
             continue
         if not Path(path).exists():
             sys.exit(f"{what} {path} is absent: train it first (see this script's --help)")
+    synonyms = dict(parse_synonym(x) for x in args.synonyms) if args.cross else {}
     fresh = args.cross and args.fresh_prompts != "none"
     if fresh and not Path(args.fresh_prompts).is_file():
         sys.exit(f"--fresh-prompts {args.fresh_prompts} is absent")
@@ -152,10 +169,12 @@ def main():
     base_cfg = DecodeConfig(llm=args.llm or DEFAULT_BASE, rm=args.rm, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size)
     models = Models(base_cfg, need_rm=True)
-    plan = methods(args.principle, args.reward_model, args.pad_weights, args.args_weights)
+    plan = methods(args.principle, args.reward_model, args.pad_weights, args.args_weights) if has_rm else []
     main_names = [name for name, _ in plan]
-    cross = cross_methods(args.principle, args.cross, args.cross_weight, args.pad_weights) if args.cross else {}
-    plan += [(name, {"principles": [f"{p}={args.cross_weight}"]}) for p, name in cross.items() if name not in main_names]
+    guides = list(args.cross) + list(synonyms)
+    cross = cross_methods(args.principle, guides, args.cross_weight, args.pad_weights if has_rm else []) if args.cross else {}
+    plan += [(name, {"principles": [] if g == "none" else [f"{g}={args.cross_weight}"]})
+             for g, name in cross.items() if name not in main_names]
     warm = {}  # one short decode per guide first: its model loads and first forward stay out of tokens/s
     for name, change in plan:
         warm.setdefault((change.get("guide"), change.get("baseline")), (name, change))
@@ -163,13 +182,38 @@ def main():
         cfg = replace(base_cfg, **change, max_new_tokens=2)
         decode_run(cfg, rows[:1], models, None, run=name, progress=False)
     records, table = decode_plan(plan, rows, models, base_cfg, out)
-    scorers = [args.reward_model] + ([args.humor_judge] if cross and args.humor_judge != "none" else [])
+    has_humor = bool(cross) and args.humor_judge != "none"
+    scorers = [args.reward_model] * has_rm + [args.humor_judge] * has_humor
     report = run_eval(EvalConfig(runs=[str(run_file(out, n)) for n, _ in plan], scorers=scorers,
                                  baseline="vanilla", out=str(out / "report"), plots=False, progress=True))
     dims = [d.name for d in report.dimensions]
-    fill_scores(table, report, dims)
-    main_rows = [table[name] for name in main_names]
-    print(f"{len(rows)} prompts; principle {args.principle}; score: {args.reward_model}; greedy, k = 10, "
+    fill_scores(table, report, judge_kinds(dims, has_rm, has_humor))
+    result = {"prompts": len(rows), "principle": args.principle, "reward_model": args.reward_model,
+              "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+    if has_rm:
+        result.update(main_table([table[name] for name in main_names], args, len(rows)))
+    if cross:
+        print(f"\n## The cross-principle table on {Path(args.prompts).name}")
+        result["cross"] = cross_table(cross, table, records, report, args, synonyms)
+    result["length_vs_score"] = length_correlations(report, dims, records, [n for n in table if not n.startswith("ARGS")])
+    if fresh:
+        result["cross_fresh"] = fresh_cross_table(args, models, base_cfg, scorers, out / "fresh", synonyms)
+    if has_rm:
+        plot(result["rows"], args, out, len(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def parse_synonym(text: str) -> tuple[str, str]:
+    name, sep, principle = text.partition(":")
+    if not sep or not name or not principle:
+        sys.exit(f"--synonyms {text!r}: give NAME:PRINCIPLE, e.g. brief:concise")
+    return name, principle
+
+
+def main_table(main_rows: list[dict], args, prompts: int) -> dict:
+    """The comparison of methods on --principle: printed, and its rows and winners for the JSON."""
+    print(f"{prompts} prompts; principle {args.principle}; score: {args.reward_model}; greedy, k = 10, "
           f"up to {args.max_new_tokens} tokens, batch {args.batch_size}; LC: length-controlled over this table's "
           "and the cross-principle table's runs")
     print("\n| method | RM score (95% CI) | win vs vanilla | LC score | LC win | length (tokens) | base perplexity "
@@ -191,65 +235,66 @@ def main():
                               default={"method": "-"})["method"],
     }
     print("\nwinners: " + "; ".join(f"{k}: {v}" for k, v in best.items()))
-    result = {"prompts": len(rows), "principle": args.principle, "reward_model": args.reward_model,
-              "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "rows": main_rows, "winners": best}
-    if cross:
-        print(f"\n## The cross-principle table on {Path(args.prompts).name}")
-        result["cross"] = cross_table(cross, table, records, report, args)
-    result["length_vs_score"] = length_correlations(report, dims, records, [n for n in table if not n.startswith("ARGS")])
-    if fresh:
-        result["cross_fresh"] = fresh_cross_table(args, models, base_cfg, scorers, out / "fresh")
-    plot(main_rows, args, out, len(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return {"rows": main_rows, "winners": best}
 
 
-def cross_table(cross: dict[str, str], table: dict, records: dict, report, args) -> dict:
+def cross_table(cross: dict[str, str], table: dict, records: dict, report, args,
+                synonyms: dict[str, str] | None = None) -> dict:
     """Rows: the guiding principle; columns: each principle's own measure, the judges raw and length-controlled
-    (the fit over this table's runs only); and identical answers."""
+    (the fit over this table's runs only); and identical answers. Synonyms (untrained names) are rows too, marked
+    with the principle they stand for, and stay out of the winners and the checks."""
     from pad.evaluate.length import add_length_control
 
+    synonyms = synonyms or {}
     dims = [d.name for d in report.dimensions]
-    has_humor = len(dims) > 1
+    has_rm, has_humor = args.reward_model != "none", args.humor_judge != "none"
+    kinds = list(judge_kinds(dims, has_rm, has_humor).items())  # (dimension, column)
     runs = [r for r in report.runs if r.name in cross.values()]
     lc = [{"run": r.name, "dimension": d} for r in runs for d in dims]
     fits = add_length_control(lc, runs, report.dimensions, report.scores,
                               next(r for r in runs if r.name == cross["none"]))
     lc_of = {(x["run"], x["dimension"]): x["lc_mean"] for x in lc}
-    kinds = [("score", dims[0])] + ([("humor", dims[1])] if has_humor else [])
     vanilla_len = table[cross["none"]]["length"]
     rows = []
     for g, name in cross.items():
         row = {"guide": g, "run": name, "length": table[name]["length"],
                "x_vanilla_length": round(table[name]["length"] / vanilla_len, 2) if vanilla_len else None,
                "perplexity": table[name]["perplexity"]}
-        for kind, dim in kinds:
+        if g in synonyms:
+            row["synonym_of"] = synonyms[g]
+        for dim, kind in kinds:
             row[kind] = table[name].get(kind)
             row[f"{kind}_lc"] = round(lc_of[(name, dim)], 3)
         rows.append(row)
     n = len(records[cross["none"]])
+    judges = ([f"{args.principle}: {Path(args.reward_model).name}"] if has_rm else []) + (
+        [f"humor: {Path(args.humor_judge).name}"] if has_humor else [])
     print(f"\nEach principle's own measure, PAD at w = {args.cross_weight:g} guided by one principle at a time "
-          f"({n} prompts; length: tokens, lower is more concise; {args.principle}: {Path(args.reward_model).name}"
-          + (f"; humor: {Path(args.humor_judge).name}" if has_humor else "") + "; LC: length-controlled, the "
-          "score less what a least-squares line on answer words over these runs predicts, at their mean length)")
-    head = ["guide", "length (concise)", "x vanilla", "base perplexity", f"{args.principle} RM score", "LC"]
+          f"({n} prompts; length: tokens, lower is more concise; " + "; ".join(judges) + "; LC: length-controlled, "
+          "the score less what a least-squares line on answer words over these runs predicts, at their mean length;"
+          " an untrained synonym is marked with the principle it stands for)")
+    head = ["guide", "length (concise)", "x vanilla", "base perplexity"]
+    head += [f"{args.principle} RM score", "LC"] if has_rm else []
     head += ["humor judge score", "LC"] if has_humor else []
     print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
     for r in rows:
-        cells = [r["guide"], f"{r['length']}", f"{r['x_vanilla_length']}", f"{r['perplexity']}"]
-        cells += [f"{r[k]:.3f}" for kind, _ in kinds for k in (kind, f"{kind}_lc")]
+        name = r["guide"] + (f" (~{r['synonym_of']})" if "synonym_of" in r else "")
+        cells = [name, f"{r['length']}", f"{r['x_vanilla_length']}", f"{r['perplexity']}"]
+        cells += [f"{r[k]:.3f}" for _, kind in kinds for k in (kind, f"{kind}_lc")]
         print("| " + " | ".join(cells) + " |")
     print("length fits (score per word): " + "; ".join(f"{d} {fits[d].slope:+.4f}" for d in dims if fits[d]))
-    measures = [("length", "concise", min), ("score", args.principle, max), ("score_lc", args.principle, max)]
+    trained = [r for r in rows if "synonym_of" not in r]
+    measures = [("length", "concise", min)]
+    measures += [("score", args.principle, max), ("score_lc", args.principle, max)] if has_rm else []
     measures += [("humor", "humor", max), ("humor_lc", "humor", max)] if has_humor else []
     winners = {}
     for m, own, pick in measures:
         if own in cross:
-            win = pick(rows, key=lambda r: r[m])["guide"]
+            win = pick(trained, key=lambda r: r[m])["guide"]
             winners[m] = {"principle": own, "won_by": win, "own": win == own}
     print("column winners: " + "; ".join(f"{m} ({w['principle']}'s) won by {w['won_by']} "
                                           f"({'its own' if w['own'] else 'not its own'})" for m, w in winners.items()))
-    checks = opposite_checks(rows, has_humor)
+    checks = opposite_checks(trained, has_humor)
     if checks:
         print("opposites and targets: " + "; ".join(checks))
     same = {}
@@ -279,21 +324,22 @@ def opposite_checks(rows: list[dict], has_humor: bool) -> list[str]:
     return out
 
 
-def fresh_cross_table(args, models, base_cfg, scorers: list[str], out: Path) -> dict:
+def fresh_cross_table(args, models, base_cfg, scorers: list[str], out: Path, synonyms: dict[str, str]) -> dict:
     """The cross-principle table on the fresh prompts: vanilla and each guide of --cross, decoded into `out`."""
     from pad.decode.run import gather_prompts
     from pad.evaluate import EvalConfig, run_eval
 
     rows = gather_prompts(args.fresh_prompts, limit=args.limit)
     out.mkdir(parents=True, exist_ok=True)
-    cross = cross_methods(args.principle, args.cross, args.cross_weight, [])
+    cross = cross_methods(args.principle, list(args.cross) + list(synonyms), args.cross_weight, [])
     plan = [(name, {"principles": [] if g == "none" else [f"{g}={args.cross_weight}"]}) for g, name in cross.items()]
     records, table = decode_plan(plan, rows, models, base_cfg, out)
     report = run_eval(EvalConfig(runs=[str(run_file(out, n)) for n, _ in plan], scorers=scorers,
                                  baseline="vanilla", out=str(out / "report"), plots=False, progress=True))
-    fill_scores(table, report, [d.name for d in report.dimensions])
+    dims = [d.name for d in report.dimensions]
+    fill_scores(table, report, judge_kinds(dims, args.reward_model != "none", args.humor_judge != "none"))
     print(f"\n## The cross-principle table on {Path(args.fresh_prompts).name}")
-    return cross_table(cross, table, records, report, args)
+    return cross_table(cross, table, records, report, args, synonyms)
 
 
 def ranks(values: list[float]) -> list[float]:

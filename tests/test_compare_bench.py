@@ -48,6 +48,32 @@ def test_cross_table_is_length_controlled_over_its_own_runs(compare, capsys):
     assert "| concise | 6.0 | 1.5 | 3.0 | 2.750 | 2.250 |" in capsys.readouterr().out
 
 
+def test_cross_table_without_the_rm_and_with_a_synonym(compare, capsys):
+    """--reward-model none: the humor judge is the only judge column. A synonym is a row, marked with the principle
+    it stands for, but it never wins a column: here 'brief' is the shortest, and the length column still goes to
+    the shortest trained guide."""
+    answers = {"vanilla": (["a b c d", "a b c d"], [1.0, 1.0]), "PAD concise w=1": (["a b", "a b c"], [1.0, 2.0]),
+               "PAD humor w=1": (["a b c", "a b c"], [3.0, 3.0]), "PAD brief w=1": (["a", "a"], [0.0, 0.0])}
+    runs = [Run(name, Path(name), [Row(str(i), "p", t) for i, t in enumerate(texts)]) for name, (texts, _) in answers.items()]
+    scores = {name: Scores({"judge": {str(i): v for i, v in enumerate(vals)}}) for name, (_, vals) in answers.items()}
+    report = SimpleNamespace(runs=runs, dimensions=[SimpleNamespace(name="judge")], scores=scores)
+    table = {name: {"length": sum(len(t.split()) for t in texts) / 2, "perplexity": 2.0,
+                    "humor": sum(vals) / 2} for name, (texts, vals) in answers.items()}
+    records = {name: [{"id": str(i), "response": t} for i, t in enumerate(texts)] for name, (texts, _) in answers.items()}
+    args = SimpleNamespace(cross_weight=1.0, principle="harmless", reward_model="none", humor_judge="judge")
+    cross = compare.cross_methods("harmless", ["concise", "humor", "brief"], 1.0, [])
+    out = compare.cross_table(cross, table, records, report, args, {"brief": "concise"})
+    rows = {r["guide"]: r for r in out["rows"]}
+    assert rows["brief"]["synonym_of"] == "concise" and "synonym_of" not in rows["concise"]
+    assert "score" not in rows["none"] and rows["humor"]["humor"] == 3.0
+    assert out["winners"] == {"length": {"principle": "concise", "won_by": "concise", "own": True},
+                              "humor": {"principle": "humor", "won_by": "humor", "own": True},
+                              "humor_lc": {"principle": "humor", "won_by": "humor", "own": True}}
+    printed = capsys.readouterr().out
+    assert "| brief (~concise) | 1.0 | 0.25 | 2.0 | 0.000 |" in printed and "RM score" not in printed
+    assert out["checks"] == ["concise length / next shortest 0.83 (target <= 0.85)"]
+
+
 def test_opposite_checks(compare):
     rows = [{"guide": "none", "length": 100.0, "x_vanilla_length": 1.0, "humor": 0.5, "humor_lc": 0.4},
             {"guide": "concise", "length": 60.0, "x_vanilla_length": 0.6, "humor": 0.6, "humor_lc": 0.3},
