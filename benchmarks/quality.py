@@ -26,7 +26,12 @@ DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "koa
 
 
 def base_perplexity(model, tok, records, batch_size: int = 8) -> float:
-    """exp(-sum log p / sum tokens) of the answers under the base model, given the plain prompt."""
+    """exp(-sum log p / sum tokens) of the answers under the base model, given the plain prompt.
+
+    `model` may be the shared backbone (`Models.base` is then the PersRM's PeftModel): its adapter is switched
+    off here, or this would be the PersRM's perplexity, not the base's."""
+    from contextlib import nullcontext
+
     import torch
 
     from pad.evaluate.scorers import response_logprob
@@ -38,7 +43,7 @@ def base_perplexity(model, tok, records, batch_size: int = 8) -> float:
         chunk = items[i:i + batch_size]
         prompts = [tok(principle_prompt(tok, r["prompt"], None), add_special_tokens=False)["input_ids"] for r in chunk]
         answers = [tok(r["response"], add_special_tokens=False)["input_ids"] for r in chunk]
-        with torch.inference_mode():
+        with torch.inference_mode(), (model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()):
             total_lp += sum(response_logprob(model, prompts, answers, tok.pad_token_id))
         total_n += sum(map(len, answers))
     return math.exp(-total_lp / max(total_n, 1))

@@ -87,3 +87,31 @@ def test_opposite_checks(compare):
 def test_spearman_without_spread(compare):
     assert compare.spearman([8, 8, 8], [1.0, 2.0, 3.0]) is None
     assert compare.spearman([1, 2, 3], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+
+
+def test_base_perplexity_is_the_bases_on_the_shared_backbone(tiny_llama, tiny_dir):
+    """On the shared backbone `Models.base` is the PersRM's PeftModel; the benchmarks' "base perplexity" must
+    switch its adapter off (it once measured the PersRM: 3.25 instead of 2.04 for SmolLM2's own answers)."""
+    import torch
+
+    from pad.decode.config import DecodeConfig
+    from pad.decode.run import Models
+    from pad.models import load_causal_lm
+    from pad.testing import save_tiny_lora
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from quality import base_perplexity
+    finally:
+        sys.path.remove(str(BENCH))
+    lora = save_tiny_lora(tiny_llama, tiny_dir / "lora_ppl", seed=3, scale=1.0)
+    models = Models(DecodeConfig(llm=str(tiny_llama), rm=str(lora), device="cpu"), need_rm=True)
+    assert models.backbone == "shared"
+    records = [{"prompt": "tell me a story", "response": "once upon a time there was", "finish_reason": "eos"},
+               {"prompt": "hello", "response": "hi there friend", "finish_reason": "length"}]
+    plain = base_perplexity(load_causal_lm(str(tiny_llama), "cpu", torch.float32), models.tok, records)
+    assert base_perplexity(models.base, models.tok, records) == plain
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(load_causal_lm(str(tiny_llama), "cpu", torch.float32), str(lora)).merge_and_unload()
+    assert base_perplexity(merged, models.tok, records) != plain  # the adapter does change it: the switch matters
