@@ -6,8 +6,15 @@ import pytest
 
 from pad.errors import PadError
 from pad.train.config import TrainConfig
-from pad.train.contrastive import (add_contrastive, cross_pairs, kind_counts, kind_metrics, limit_eval, opposite_pairs,
-                                   pair_kind)
+from pad.train.contrastive import (
+    add_contrastive,
+    cross_pairs,
+    kind_counts,
+    kind_metrics,
+    limit_eval,
+    opposite_pairs,
+    pair_kind,
+)
 from pad.train.pairs import SourceConfig, build_mixture
 
 SRC = "jsonl:d.jsonl"
