@@ -102,8 +102,7 @@ def add_contrastive(mix: Mixture, cfg: TrainConfig) -> Mixture:
     cross = cfg.cross_principle_pairs
     if not cross and not any(s.opposites for s in cfg.sources):
         return mix
-    out = Mixture(list(mix.train), list(mix.eval), {s: {p: dict(c) for p, c in per.items()}
-                                                     for s, per in mix.counts.items()})
+    out = mix.copy()
     seen = {_key(p) for p in mix.train + mix.eval}
     rng = random.Random(cfg.seed)
     for side, name in ((out.train, "train"), (out.eval, "eval")):
@@ -177,8 +176,7 @@ def limit_eval(mix: Mixture, limit: int | None, seed: int) -> Mixture:
         keep.update(idx if len(idx) <= limit else rng.sample(idx, limit))
         if len(idx) > limit:
             dropped.append(f"{kind} {principle} {limit} of {len(idx)}")
-    out = Mixture(list(mix.train), [p for i, p in enumerate(mix.eval) if i in keep],
-                  {s: {p: dict(c) for p, c in per.items()} for s, per in mix.counts.items()}, list(mix.notes))
+    out = mix.copy(eval=[p for i, p in enumerate(mix.eval) if i in keep])
     for i, pair in enumerate(mix.eval):
         if i not in keep:
             out.count(pair, "eval_unmeasured")

@@ -440,6 +440,11 @@ class Mixture:
     def principles(self) -> list[str]:
         return sorted({p.principle for p in self.train + self.eval})
 
+    def copy(self, eval: list[Pair] | None = None) -> Mixture:
+        """A copy to add to or count on (its warnings kept), with `eval` as its held-out side if given."""
+        return Mixture(list(self.train), list(self.eval if eval is None else eval),
+                       {s: {p: dict(c) for p, c in per.items()} for s, per in self.counts.items()}, list(self.notes))
+
     def count(self, pair: Pair, key: str, n: int = 1) -> None:
         c = self.counts.setdefault(pair.source, {}).setdefault(pair.principle, {})
         c[key] = c.get(key, 0) + n

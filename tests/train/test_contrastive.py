@@ -136,8 +136,23 @@ def test_eval_limit_samples_each_kind_and_principle_of_the_held_out_side_only():
     assert [p for p in full.eval if p in limited.eval] == limited.eval  # a subset, in its order
     assert limited.eval == limit_eval(full, 3, cfg.seed).eval != limit_eval(full, 3, cfg.seed + 1).eval
     assert limited.counts["jsonl:d.jsonl (opposite)"]["detailed"]["eval_unmeasured"] == 2
-    assert "opposite detailed 3 of 5" in limited.notes[-1] and full.notes == []  # the input is not changed
+    assert "opposite detailed 3 of 5" in limited.notes[-1]
+    assert not any(n.startswith("eval_limit") for n in full.notes)  # the input is not changed
     assert limit_eval(full, 5, 0).eval == full.eval and limit_eval(full, None, 0) is full
+
+
+def test_the_mixtures_warnings_survive_the_derived_pairs():
+    """A small held-out side warns (few held-out pairs); adding opposites and cross pairs keeps that warning,
+    and neither builder changes the mixture it was given."""
+    rows = [{**r, "prompt": f"q{i}"} for i in range(5) for r in ROWS[:2]]
+    src = source(opposites={"concise": "detailed"})
+    mix = mixture(src, rows, eval_size=4)  # two prompts held out: two pairs per principle
+    assert mix.notes and mix.eval
+    before = (list(mix.train), list(mix.eval), list(mix.notes))
+    cfg = config(src, cross_principle_pairs=True, eval_limit=1)
+    out = limit_eval(add_contrastive(mix, cfg), cfg.eval_limit, cfg.seed)
+    assert out.notes[:len(mix.notes)] == mix.notes and len(out.notes) == len(mix.notes) + 1
+    assert (mix.train, mix.eval, mix.notes) == before
 
 
 def test_nothing_asked_nothing_added():
