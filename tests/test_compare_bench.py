@@ -91,7 +91,7 @@ def test_spearman_without_spread(compare):
 
 def test_base_perplexity_is_the_bases_on_the_shared_backbone(tiny_llama, tiny_dir):
     """On the shared backbone `Models.base` is the PersRM's PeftModel; the benchmarks' "base perplexity" must
-    switch its adapter off (it once measured the PersRM: 3.25 instead of 2.04 for SmolLM2's own answers)."""
+    switch its adapter off (it once measured the PersRM: 3.25 instead of 1.99 for SmolLM2's vanilla answers to P-Soups)."""
     import torch
 
     from pad.decode.config import DecodeConfig
@@ -115,3 +115,19 @@ def test_base_perplexity_is_the_bases_on_the_shared_backbone(tiny_llama, tiny_di
 
     merged = PeftModel.from_pretrained(load_causal_lm(str(tiny_llama), "cpu", torch.float32), str(lora)).merge_and_unload()
     assert base_perplexity(merged, models.tok, records) != plain  # the adapter does change it: the switch matters
+
+
+def test_compare_adapters_reads_both_json_files(capsys, monkeypatch):
+    """The side-by-side table of compare_cross.md, from the two committed compare.py JSON files."""
+    spec = importlib.util.spec_from_file_location("compare_adapters", BENCH / "compare_adapters.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = BENCH / "results"
+    monkeypatch.setattr(sys, "argv", ["compare_adapters.py", f"stage3={results / 'compare_cross_stage3.json'}",
+                                      f"stage4={results / 'compare_cross_stage4.json'}"])
+    module.main()
+    out = capsys.readouterr().out
+    assert "| guide | P-Soups stage3 | P-Soups stage4 | fresh stage3 | fresh stage4 |" in out
+    assert "| concise | 73.8 / 1.937 / 1.920 | 83.9 / 1.876 / 1.862 | 83.0 / 1.854 / 1.860 | 92.8 / 1.852 / 1.855 |" in out
+    assert "brief" not in out.split("cells:")[0]  # synonyms stay out of the table
+    assert "fresh stage4: tokens over concise: detailed +8.6, serious +6.9" in out
