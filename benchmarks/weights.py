@@ -147,7 +147,8 @@ def main():
         r["mean_kl"] = mean_of(recs, "mean_kl") if r["family"] != "vanilla" else 0.0
     result = {"prompts": len(rows), "llm": llm, "rm": rm, "max_new_tokens": args.max_new_tokens,
               "humor_measure": judge or "persrm:humor (implicit reward)", "budget_weight": top_w, "principles": {}}
-    lines = [f"{len(rows)} prompts ({Path(args.prompts).name}); base {llm}; PersRM {rm}; greedy, k = 10, up to "
+    rm_label = "shipped in pad" if args.rm is None else rm
+    lines = [f"{len(rows)} prompts ({Path(args.prompts).name}); base {llm}; PersRM {rm_label}; greedy, k = 10, up to "
              f"{args.max_new_tokens} new tokens; budgets guide at w = {top_w:g}; * marks Pareto-optimal points."]
     for p in args.principles:
         sel = [r for r in plan if r["principle"] == p]
