@@ -13,6 +13,9 @@ held-out accuracies and writes fit_users.md / fit_users.json and each user's pai
 when present) and default profile to --out.
 
     python benchmarks/fit_users.py --pairs 25                  # a few minutes to half an hour of CPU
+    python benchmarks/fit_users.py --rm DIR --out runs/fit-other \
+        --pairs-from harmless=benchmarks/results/fit_users/harmless_pairs.jsonl \
+                     concise=benchmarks/results/fit_users/concise_pairs_4answers.jsonl   # same pairs, another PersRM
 """
 
 from __future__ import annotations
@@ -96,6 +99,10 @@ def main():
     ap.add_argument("--answers", type=int, default=2, help="sampled base answers per prompt of the concise user "
                     "(even: paired as seeds 0-1, 2-3, ...)")
     ap.add_argument("--users", nargs="+", default=["harmless", "concise"], choices=["harmless", "concise"])
+    ap.add_argument("--pairs-from", nargs="+", default=[], metavar="USER=FILE",
+                    help="take a user's pairs from FILE (a *_pairs.jsonl an earlier run wrote) instead of building "
+                    "them: the same pairs scored by another PersRM (e.g. concise=benchmarks/results/fit_users/"
+                    "concise_pairs_4answers.jsonl)")
     ap.add_argument("--out", default="runs/fit_users")
     args = ap.parse_args()
 
@@ -109,11 +116,20 @@ def main():
     quiet_libraries()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    given = {}
+    for item in args.pairs_from:
+        user, _, file = item.partition("=")
+        if user not in args.users or not Path(file).is_file():
+            sys.exit(f"--pairs-from {item}: expected USER=FILE with USER one of {args.users} and FILE an existing file")
+        given[user] = [json.loads(line) for line in Path(file).read_text().splitlines() if line.strip()]
     users = {}
-    if "harmless" in args.users:
-        users["harmless user"] = harmless_pairs(args.pairs, args.max_chars)
-    if "concise" in args.users:  # answers that both reach the cap tie: a higher cap gives more pairs
-        users["concise user"] = concise_pairs(args.pairs, args.max_new_tokens, args.rm, out, args.answers)
+    for u in args.users:
+        if u in given:
+            users[f"{u} user"] = given[u]
+        elif u == "harmless":
+            users["harmless user"] = harmless_pairs(args.pairs, args.max_chars)
+        else:  # answers that both reach the cap tie: a higher cap gives more pairs
+            users["concise user"] = concise_pairs(args.pairs, args.max_new_tokens, args.rm, out, args.answers)
     head = ("| user | features | end token | pairs | " + " | ".join(f"w {p}" for p in args.principles)
             + " | most weight | held-out accuracy | feature correlation ("
             + " / ".join(f"{a}-{b}" for i, a in enumerate(args.principles) for b in args.principles[i + 1:]) + ") |")
