@@ -23,7 +23,9 @@ reward short answers. The table is made twice: on --prompts (P-Soups) and on --f
 own validation requests (benchmarks/data/fresh_prompts.json, fixed before training; --fresh-prompts none
 leaves them out), whose runs go to OUT/fresh. The main table gains the length-controlled score and win rate
 too, fitted over every run of its report. Untrained synonyms (--synonyms, default brief, funny, safe) are rows of
-the cross tables beside the principles they stand for, outside the winners and checks. --reward-model none
+the cross tables beside the principles they stand for, outside the winners and checks; so is prompting
+(--prompted, default concise, harmless, humor: the base reads the principle prompt, no PersRM), which the
+tables hold against PAD on each principle's own measure (length; the judges length-controlled). --reward-model none
 prints only the cross tables, without the harmless column (for a machine that has not trained that RM).
 
     pad train --config recipes/smollm2-135m/train/config_rm_hh_harmless_cpu.yaml    # the harmless RM, once
@@ -56,12 +58,26 @@ def methods(principle: str, rm: str, pad_weights: list[float], args_weights: lis
     return out
 
 
-def cross_methods(principle: str, cross: list[str], weight: float, pad_weights: list[float]) -> dict[str, str]:
-    """Guide name -> run name; the main table's runs are reused where they are the same decode."""
+def cross_methods(principle: str, cross: list[str], weight: float, pad_weights: list[float],
+                  prompted: dict[str, str] | None = None) -> dict[str, str]:
+    """Guide name -> run name; the main table's runs are reused where they are the same decode (the main table
+    exists when pad_weights is not empty). `prompted` guides ("prompted P" -> P) are the base reading P's prompt."""
     out = {"none": "vanilla"}
     for p in cross:
-        out[p] = f"PAD w={weight:g}" if p == principle and weight in pad_weights else f"PAD {p} w={weight:g}"
+        if p in (prompted or {}):
+            out[p] = "prompted" if prompted[p] == principle and pad_weights else p
+        else:
+            out[p] = f"PAD w={weight:g}" if p == principle and weight in pad_weights else f"PAD {p} w={weight:g}"
     return out
+
+
+def guide_change(guide: str, weight: float, prompted: dict[str, str]) -> dict:
+    """The DecodeConfig change that decodes one guide of the cross table."""
+    if guide == "none":
+        return {"principles": []}
+    if guide in prompted:
+        return {"principles": [prompted[guide]], "baseline": "prompted"}
+    return {"principles": [f"{guide}={weight}"]}
 
 
 def run_file(out: Path, name: str) -> Path:
@@ -133,6 +149,9 @@ def main():
     ap.add_argument("--synonyms", nargs="*", default=["brief:concise", "funny:humor", "safe:harmless"],
                     help="untrained names guided like the --cross ones, as NAME:PRINCIPLE, reported beside the "
                          "principle they stand for and left out of the winners and the checks (none: leave out)")
+    ap.add_argument("--prompted", nargs="*", default=["concise", "harmless", "humor"],
+                    help="principles whose prompting baseline (the base reads the principle prompt, no PersRM) is a "
+                         "row of the cross tables, 'prompted P', compared with PAD on P's own measure (none: leave out)")
     ap.add_argument("--fresh-prompts", default=str(FRESH_PROMPTS),
                     help="a second prompt set for the cross-principle table ('none': P-Soups only)")
     ap.add_argument("--cross-weight", type=float, default=1.0)
@@ -160,6 +179,7 @@ def main():
         if not Path(path).exists():
             sys.exit(f"{what} {path} is absent: train it first (see this script's --help)")
     synonyms = dict(parse_synonym(x) for x in args.synonyms) if args.cross else {}
+    prompted = {f"prompted {p}": p for p in args.prompted} if args.cross else {}
     fresh = args.cross and args.fresh_prompts != "none"
     if fresh and not Path(args.fresh_prompts).is_file():
         sys.exit(f"--fresh-prompts {args.fresh_prompts} is absent")
@@ -171,10 +191,10 @@ def main():
     models = Models(base_cfg, need_rm=True)
     plan = methods(args.principle, args.reward_model, args.pad_weights, args.args_weights) if has_rm else []
     main_names = [name for name, _ in plan]
-    guides = list(args.cross) + list(synonyms)
-    cross = cross_methods(args.principle, guides, args.cross_weight, args.pad_weights if has_rm else []) if args.cross else {}
-    plan += [(name, {"principles": [] if g == "none" else [f"{g}={args.cross_weight}"]})
-             for g, name in cross.items() if name not in main_names]
+    guides = list(args.cross) + list(synonyms) + list(prompted)
+    cross = (cross_methods(args.principle, guides, args.cross_weight, args.pad_weights if has_rm else [], prompted)
+             if args.cross else {})
+    plan += [(name, guide_change(g, args.cross_weight, prompted)) for g, name in cross.items() if name not in main_names]
     warm = {}  # one short decode per guide first: its model loads and first forward stay out of tokens/s
     for name, change in plan:
         warm.setdefault((change.get("guide"), change.get("baseline")), (name, change))
@@ -194,10 +214,10 @@ def main():
         result.update(main_table([table[name] for name in main_names], args, len(rows)))
     if cross:
         print(f"\n## The cross-principle table on {Path(args.prompts).name}")
-        result["cross"] = cross_table(cross, table, records, report, args, synonyms)
+        result["cross"] = cross_table(cross, table, records, report, args, synonyms, prompted)
     result["length_vs_score"] = length_correlations(report, dims, records, [n for n in table if not n.startswith("ARGS")])
     if fresh:
-        result["cross_fresh"] = fresh_cross_table(args, models, base_cfg, scorers, out / "fresh", synonyms)
+        result["cross_fresh"] = fresh_cross_table(args, models, base_cfg, scorers, out / "fresh", synonyms, prompted)
     if has_rm:
         plot(result["rows"], args, out, len(rows))
     if args.json:
@@ -239,13 +259,14 @@ def main_table(main_rows: list[dict], args, prompts: int) -> dict:
 
 
 def cross_table(cross: dict[str, str], table: dict, records: dict, report, args,
-                synonyms: dict[str, str] | None = None) -> dict:
+                synonyms: dict[str, str] | None = None, prompted: dict[str, str] | None = None) -> dict:
     """Rows: the guiding principle; columns: each principle's own measure, the judges raw and length-controlled
     (the fit over this table's runs only); and identical answers. Synonyms (untrained names) are rows too, marked
-    with the principle they stand for, and stay out of the winners and the checks."""
+    with the principle they stand for, and stay out of the winners and the checks; so are the prompting
+    baselines ("prompted P"), which the checks hold against PAD guided by P on P's own measure."""
     from pad.evaluate.length import add_length_control
 
-    synonyms = synonyms or {}
+    synonyms, prompted = synonyms or {}, prompted or {}
     dims = [d.name for d in report.dimensions]
     has_rm, has_humor = args.reward_model != "none", args.humor_judge != "none"
     kinds = list(judge_kinds(dims, has_rm, has_humor).items())  # (dimension, column)
@@ -262,6 +283,8 @@ def cross_table(cross: dict[str, str], table: dict, records: dict, report, args,
                "perplexity": table[name]["perplexity"]}
         if g in synonyms:
             row["synonym_of"] = synonyms[g]
+        if g in prompted:
+            row["prompted_of"] = prompted[g]
         for dim, kind in kinds:
             row[kind] = table[name].get(kind)
             row[f"{kind}_lc"] = round(lc_of[(name, dim)], 3)
@@ -283,7 +306,7 @@ def cross_table(cross: dict[str, str], table: dict, records: dict, report, args,
         cells += [f"{r[k]:.3f}" for _, kind in kinds for k in (kind, f"{kind}_lc")]
         print("| " + " | ".join(cells) + " |")
     print("length fits (score per word): " + "; ".join(f"{d} {fits[d].slope:+.4f}" for d in dims if fits[d]))
-    trained = [r for r in rows if "synonym_of" not in r]
+    trained = [r for r in rows if "synonym_of" not in r and "prompted_of" not in r]
     measures = [("length", "concise", min)]
     measures += [("score", args.principle, max), ("score_lc", args.principle, max)] if has_rm else []
     measures += [("humor", "humor", max), ("humor_lc", "humor", max)] if has_humor else []
@@ -297,12 +320,15 @@ def cross_table(cross: dict[str, str], table: dict, records: dict, report, args,
     checks = opposite_checks(trained, has_humor)
     if checks:
         print("opposites and targets: " + "; ".join(checks))
+    against_prompting = prompting_checks(rows, has_rm, has_humor, args.principle)
+    if against_prompting:
+        print("PAD against prompting, on each principle's own measure: " + "; ".join(against_prompting))
     same = {}
-    for a, b in combinations(cross, 2):
+    for a, b in combinations([g for g in cross if g not in prompted], 2):
         same[f"{a} / {b}"] = identical(records[cross[a]], records[cross[b]])
     print(f"identical answers (of {n}): " + "; ".join(f"{k} {v}" for k, v in same.items()))
     return {"weight": args.cross_weight, "humor_judge": args.humor_judge if has_humor else None, "rows": rows,
-            "winners": winners, "identical": same, "checks": checks,
+            "winners": winners, "identical": same, "checks": checks, "against_prompting": against_prompting,
             "length_fits": {d: fits[d].as_dict() if fits[d] else None for d in dims}}
 
 
@@ -324,22 +350,46 @@ def opposite_checks(rows: list[dict], has_humor: bool) -> list[str]:
     return out
 
 
-def fresh_cross_table(args, models, base_cfg, scorers: list[str], out: Path, synonyms: dict[str, str]) -> dict:
+def prompting_checks(rows: list[dict], has_rm: bool, has_humor: bool, principle: str) -> list[str]:
+    """PAD guided by P against the base prompted with P, on P's own measure: length for concise (lower wins),
+    the length-controlled humor judge for humor and the length-controlled RM score for --principle (higher
+    wins). A measure the table lacks is left out."""
+    by = {r["guide"]: r for r in rows}
+    measures = {"concise": ("length", min)}
+    if has_humor:
+        measures["humor"] = ("humor_lc", max)
+    if has_rm:
+        measures[principle] = ("score_lc", max)
+    out = []
+    for r in rows:
+        p = r.get("prompted_of")
+        if p not in measures or p not in by:
+            continue
+        key, pick = measures[p]
+        pad, base = by[p][key], r[key]
+        ahead = "tie" if pad == base else ("PAD" if pick(pad, base) == pad else "prompting")
+        out.append(f"{p} {key}: PAD {pad:g}, prompted {base:g} ({ahead} ahead)")
+    return out
+
+
+def fresh_cross_table(args, models, base_cfg, scorers: list[str], out: Path, synonyms: dict[str, str],
+                      prompted: dict[str, str]) -> dict:
     """The cross-principle table on the fresh prompts: vanilla and each guide of --cross, decoded into `out`."""
     from pad.decode.run import gather_prompts
     from pad.evaluate import EvalConfig, run_eval
 
     rows = gather_prompts(args.fresh_prompts, limit=args.limit)
     out.mkdir(parents=True, exist_ok=True)
-    cross = cross_methods(args.principle, list(args.cross) + list(synonyms), args.cross_weight, [])
-    plan = [(name, {"principles": [] if g == "none" else [f"{g}={args.cross_weight}"]}) for g, name in cross.items()]
+    cross = cross_methods(args.principle, list(args.cross) + list(synonyms) + list(prompted), args.cross_weight, [],
+                          prompted)
+    plan = [(name, guide_change(g, args.cross_weight, prompted)) for g, name in cross.items()]
     records, table = decode_plan(plan, rows, models, base_cfg, out)
     report = run_eval(EvalConfig(runs=[str(run_file(out, n)) for n, _ in plan], scorers=scorers,
                                  baseline="vanilla", out=str(out / "report"), plots=False, progress=True))
     dims = [d.name for d in report.dimensions]
     fill_scores(table, report, judge_kinds(dims, args.reward_model != "none", args.humor_judge != "none"))
     print(f"\n## The cross-principle table on {Path(args.fresh_prompts).name}")
-    return cross_table(cross, table, records, report, args, synonyms)
+    return cross_table(cross, table, records, report, args, synonyms, prompted)
 
 
 def ranks(values: list[float]) -> list[float]:

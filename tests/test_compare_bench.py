@@ -84,6 +84,47 @@ def test_opposite_checks(compare):
         "lowest humor: serious (target serious)", "lowest humor_lc: concise (target serious)"]
 
 
+def test_prompting_rows_are_held_against_pad_on_each_measure(compare, capsys):
+    """--prompted: 'prompted P' decodes the base reading P's prompt (no PersRM), is a row outside the winners,
+    and the table says who is ahead on P's own measure: length for concise, the length-controlled judge for humor."""
+    prompted = {"prompted concise": "concise", "prompted humor": "humor"}
+    cross = compare.cross_methods("harmless", ["concise", "humor", *prompted], 1.0, [], prompted)
+    assert cross["prompted concise"] == "prompted concise" and cross["humor"] == "PAD humor w=1"
+    # With a main table, the main table's own "prompted" run is reused for --principle.
+    assert compare.cross_methods("harmless", ["prompted harmless"], 1.0, [1.0], {"prompted harmless": "harmless"}) == {
+        "none": "vanilla", "prompted harmless": "prompted"}
+    assert compare.guide_change("prompted humor", 1.0, prompted) == {"principles": ["humor"], "baseline": "prompted"}
+    assert compare.guide_change("humor", 0.5, prompted) == {"principles": ["humor=0.5"]}
+    assert compare.guide_change("none", 1.0, prompted) == {"principles": []}
+    answers = {"vanilla": (["a b c d", "a b c d"], [1.0, 1.0]), "PAD concise w=1": (["a b", "a b c"], [1.0, 2.0]),
+               "PAD humor w=1": (["a b c", "a b c"], [3.0, 3.0]), "prompted concise": (["a", "a"], [0.0, 0.0]),
+               "prompted humor": (["a b c", "a b c"], [4.0, 4.0])}
+    runs = [Run(name, Path(name), [Row(str(i), "p", t) for i, t in enumerate(texts)]) for name, (texts, _) in answers.items()]
+    scores = {name: Scores({"judge": {str(i): v for i, v in enumerate(vals)}}) for name, (_, vals) in answers.items()}
+    report = SimpleNamespace(runs=runs, dimensions=[SimpleNamespace(name="judge")], scores=scores)
+    table = {name: {"length": sum(len(t.split()) for t in texts) / 2, "perplexity": 2.0,
+                    "humor": sum(vals) / 2} for name, (texts, vals) in answers.items()}
+    records = {name: [{"id": str(i), "response": t} for i, t in enumerate(texts)] for name, (texts, _) in answers.items()}
+    args = SimpleNamespace(cross_weight=1.0, principle="harmless", reward_model="none", humor_judge="judge")
+    out = compare.cross_table(cross, table, records, report, args, {}, prompted)
+    rows = {r["guide"]: r for r in out["rows"]}
+    assert rows["prompted humor"]["prompted_of"] == "humor" and "prompted_of" not in rows["humor"]
+    # prompted concise is the shortest and prompted humor the funniest, yet neither wins a column.
+    assert out["winners"]["length"]["won_by"] == "concise" and out["winners"]["humor"]["won_by"] == "humor"
+    lc = {g: r["humor_lc"] for g, r in rows.items()}
+    assert lc["prompted humor"] > lc["humor"]  # the same length, a higher score: prompting ahead after control
+    assert out["against_prompting"] == [
+        "concise length: PAD 2.5, prompted 1 (prompting ahead)",
+        f"humor humor_lc: PAD {lc['humor']:g}, prompted {lc['prompted humor']:g} (prompting ahead)"]
+    assert not any("prompted" in k for k in out["identical"])
+    assert "PAD against prompting" in capsys.readouterr().out
+    ahead = [{"guide": "humor", "humor_lc": 2.0}, {"guide": "prompted humor", "prompted_of": "humor", "humor_lc": 1.0},
+             {"guide": "concise", "length": 50.0}, {"guide": "prompted concise", "prompted_of": "concise", "length": 60.0},
+             {"guide": "prompted harmless", "prompted_of": "harmless", "score_lc": 1.0}]  # no RM: no harmless check
+    assert compare.prompting_checks(ahead, has_rm=False, has_humor=True, principle="harmless") == [
+        "humor humor_lc: PAD 2, prompted 1 (PAD ahead)", "concise length: PAD 50, prompted 60 (PAD ahead)"]
+
+
 def test_spearman_without_spread(compare):
     assert compare.spearman([8, 8, 8], [1.0, 2.0, 3.0]) is None
     assert compare.spearman([1, 2, 3], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
