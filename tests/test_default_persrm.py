@@ -15,10 +15,14 @@ def test_shipped_persrm_is_complete():
         assert (folder / name).is_file(), name
     cfg = json.loads((folder / "pad_config.json").read_text())
     assert adapter_base(folder) == DEFAULT_BASE
-    assert {"concise", "harmless", "humor"} <= set(cfg["principles"])
-    # The held-out accuracies recorded by `pad train` when the adapter was made (pairs held out by prompt).
-    acc = {p: cfg["eval"]["principles"][p]["accuracy"] for p in ("concise", "harmless", "humor")}
-    assert acc["harmless"] >= 0.60, acc
+    assert {"concise", "harmless", "humor", "detailed", "serious"} <= set(cfg["principles"])
+    # The held-out accuracies recorded by `pad train` when the adapter was made (pairs held out by prompt), per
+    # pair kind: the principle text decides the direction (opposites and cross-principle pairs, issue 22).
+    kinds = cfg["eval"]["kinds"]
+    assert kinds["cross"]["accuracy"] >= 0.9 and kinds["opposite"]["accuracy"] >= 0.8, kinds
+    acc = {p: v["accuracy"] for p, v in kinds["source"]["principles"].items()}
+    assert acc["concise"] >= 0.8 and acc["humor"] >= 0.9, acc
+    assert kinds["source"]["principles"]["harmless"]["n"] >= 30  # measured (at chance: README says so)
     # SmolLM2-135M answers the principle template itself, so the PersRM advises keeping it from the base.
     assert cfg["decode"] == {"base_sees_principles": False}
 
