@@ -48,12 +48,9 @@ def test_cross_table_is_length_controlled_over_its_own_runs(compare, capsys):
     assert "| concise | 6.0 | 1.5 | 3.0 | 2.750 | 2.250 |" in capsys.readouterr().out
 
 
-def test_cross_table_without_the_rm_and_with_a_synonym(compare, capsys):
-    """--reward-model none: the humor judge is the only judge column. A synonym is a row, marked with the principle
-    it stands for, but it never wins a column: here 'brief' is the shortest, and the length column still goes to
-    the shortest trained guide."""
-    answers = {"vanilla": (["a b c d", "a b c d"], [1.0, 1.0]), "PAD concise w=1": (["a b", "a b c"], [1.0, 2.0]),
-               "PAD humor w=1": (["a b c", "a b c"], [3.0, 3.0]), "PAD brief w=1": (["a", "a"], [0.0, 0.0])}
+def humor_judge_only(answers: dict) -> tuple:
+    """A report, table, records and args for cross_table from {run: (two answers, their humor scores)}, with the
+    humor judge as the only judge (--reward-model none)."""
     runs = [Run(name, Path(name), [Row(str(i), "p", t) for i, t in enumerate(texts)]) for name, (texts, _) in answers.items()]
     scores = {name: Scores({"judge": {str(i): v for i, v in enumerate(vals)}}) for name, (_, vals) in answers.items()}
     report = SimpleNamespace(runs=runs, dimensions=[SimpleNamespace(name="judge")], scores=scores)
@@ -61,6 +58,16 @@ def test_cross_table_without_the_rm_and_with_a_synonym(compare, capsys):
                     "humor": sum(vals) / 2} for name, (texts, vals) in answers.items()}
     records = {name: [{"id": str(i), "response": t} for i, t in enumerate(texts)] for name, (texts, _) in answers.items()}
     args = SimpleNamespace(cross_weight=1.0, principle="harmless", reward_model="none", humor_judge="judge")
+    return report, table, records, args
+
+
+def test_cross_table_without_the_rm_and_with_a_synonym(compare, capsys):
+    """--reward-model none: the humor judge is the only judge column. A synonym is a row, marked with the principle
+    it stands for, but it never wins a column: here 'brief' is the shortest, and the length column still goes to
+    the shortest trained guide."""
+    answers = {"vanilla": (["a b c d", "a b c d"], [1.0, 1.0]), "PAD concise w=1": (["a b", "a b c"], [1.0, 2.0]),
+               "PAD humor w=1": (["a b c", "a b c"], [3.0, 3.0]), "PAD brief w=1": (["a", "a"], [0.0, 0.0])}
+    report, table, records, args = humor_judge_only(answers)
     cross = compare.cross_methods("harmless", ["concise", "humor", "brief"], 1.0, [])
     out = compare.cross_table(cross, table, records, report, args, {"brief": "concise"})
     rows = {r["guide"]: r for r in out["rows"]}
@@ -99,13 +106,7 @@ def test_prompting_rows_are_held_against_pad_on_each_measure(compare, capsys):
     answers = {"vanilla": (["a b c d", "a b c d"], [1.0, 1.0]), "PAD concise w=1": (["a b", "a b c"], [1.0, 2.0]),
                "PAD humor w=1": (["a b c", "a b c"], [3.0, 3.0]), "prompted concise": (["a", "a"], [0.0, 0.0]),
                "prompted humor": (["a b c", "a b c"], [4.0, 4.0])}
-    runs = [Run(name, Path(name), [Row(str(i), "p", t) for i, t in enumerate(texts)]) for name, (texts, _) in answers.items()]
-    scores = {name: Scores({"judge": {str(i): v for i, v in enumerate(vals)}}) for name, (_, vals) in answers.items()}
-    report = SimpleNamespace(runs=runs, dimensions=[SimpleNamespace(name="judge")], scores=scores)
-    table = {name: {"length": sum(len(t.split()) for t in texts) / 2, "perplexity": 2.0,
-                    "humor": sum(vals) / 2} for name, (texts, vals) in answers.items()}
-    records = {name: [{"id": str(i), "response": t} for i, t in enumerate(texts)] for name, (texts, _) in answers.items()}
-    args = SimpleNamespace(cross_weight=1.0, principle="harmless", reward_model="none", humor_judge="judge")
+    report, table, records, args = humor_judge_only(answers)
     out = compare.cross_table(cross, table, records, report, args, {}, prompted)
     rows = {r["guide"]: r for r in out["rows"]}
     assert rows["prompted humor"]["prompted_of"] == "humor" and "prompted_of" not in rows["humor"]
