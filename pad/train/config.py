@@ -45,10 +45,11 @@ class TrainConfig:
     """Principle prompt template with {principles} and {prompt} (method.md section 1)."""
     eval_size: float = 0.1
     """Held-out pairs, grouped by prompt: a fraction when below 1, else a number of pairs; 0: none."""
-    eval_limit: int | None = None
+    eval_limit: int | dict[str, int | None] | None = None
     """Measure on a seeded sample of at most this many held-out pairs per pair kind (source, opposite, cross)
     and principle, not all of them: a cheaper evaluation that leaves the split where eval_size put it, so a later stage keeps
-    an earlier stage's held-out prompts. None: every held-out pair."""
+    an earlier stage's held-out prompts. None: every held-out pair. A mapping gives principles their own limit
+    ("*": every principle not named; null: all its pairs), e.g. {harmless: null, "*": 30}."""
     max_length: int = 512
     """Most tokens of prompt + response; longer responses are cut at the end."""
     max_prompt_length: int | None = None
@@ -145,7 +146,10 @@ class TrainConfig:
         _require(self, "max_steps", lambda v: _is_int(v) and (v == -1 or v >= 1), "-1 or a whole number >= 1")
         _require(self, "max_prompt_length",
                  lambda v: v is None or (_is_int(v) and 1 <= v < self.max_length), f"None or 1..{self.max_length - 1}")
-        _require(self, "eval_limit", lambda v: v is None or (_is_int(v) and v >= 1), "None or a whole number >= 1")
+        _require(self, "eval_limit", lambda v: v is None or (_is_int(v) and v >= 1) or (
+            isinstance(v, dict) and v and all(isinstance(k, str) and (n is None or (_is_int(n) and n >= 1))
+                                              for k, n in v.items())),
+                 "None, a whole number >= 1, or a mapping of principles ('*': the others) to such numbers or null")
         _require(self, "save_total_limit", lambda v: v is None or (_is_int(v) and v >= 1), "None or >= 1")
         for name in ("beta", "learning_rate", "num_train_epochs"):
             _require(self, name, lambda v: _is_num(v) and v > 0, "a number > 0")
@@ -196,6 +200,12 @@ def _check_contrastive(cfg: TrainConfig) -> None:
     for s in cfg.sources:
         if s.label == CROSS_SOURCE or s.label.endswith(OPPOSITE_SUFFIX):
             raise PadError(f"source name {s.label!r} is kept for derived pairs; name the source otherwise")
+    if isinstance(cfg.eval_limit, dict) and cfg.sources and all(s.principles for s in cfg.sources):
+        known = {p for s in cfg.sources for p in s.principles} | {o for s in cfg.sources for o in s.opposites.values()}
+        unknown = sorted(set(cfg.eval_limit) - known - {"*"})
+        if unknown:
+            raise PadError(f"eval_limit names {', '.join(map(repr, unknown))}, not a principle of this recipe "
+                           f"({', '.join(sorted(known))}; '*' stands for the others)")
 
 
 def _is_int(v) -> bool:

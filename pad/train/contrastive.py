@@ -160,9 +160,11 @@ def _limit_couples(couples: list[tuple[tuple[str, str], list[Pair]]], limit: int
     return [c for i, c in enumerate(couples) if i in keep]
 
 
-def limit_eval(mix: Mixture, limit: int | None, seed: int) -> Mixture:
+def limit_eval(mix: Mixture, limit: int | dict[str, int | None] | None, seed: int) -> Mixture:
     """`mix` measured on a seeded sample of at most `limit` held-out pairs per pair kind and principle (in their
-    order); the rest are counted as `eval_unmeasured` and the summary notes how many. Training is untouched."""
+    order); the rest are counted as `eval_unmeasured` and the summary notes how many. Training is untouched.
+    `limit` may map principles to their own limit ("*": every other principle; None or a missing principle:
+    all of its pairs), e.g. {"harmless": None, "*": 30} measures every held-out harmless pair and 30 of the rest."""
     if limit is None:
         return mix
     rng = random.Random(seed)
@@ -173,9 +175,10 @@ def limit_eval(mix: Mixture, limit: int | None, seed: int) -> Mixture:
     dropped = []
     for (kind, principle) in sorted(groups):  # sorted: the sample must not follow the data's order of groups
         idx = groups[(kind, principle)]
-        keep.update(idx if len(idx) <= limit else rng.sample(idx, limit))
-        if len(idx) > limit:
-            dropped.append(f"{kind} {principle} {limit} of {len(idx)}")
+        n = limit.get(principle, limit.get("*")) if isinstance(limit, dict) else limit
+        keep.update(idx if n is None or len(idx) <= n else rng.sample(idx, n))
+        if n is not None and len(idx) > n:
+            dropped.append(f"{kind} {principle} {n} of {len(idx)}")
     out = mix.copy(eval=[p for i, p in enumerate(mix.eval) if i in keep])
     for i, pair in enumerate(mix.eval):
         if i not in keep:

@@ -141,6 +141,33 @@ def test_eval_limit_samples_each_kind_and_principle_of_the_held_out_side_only():
     assert limit_eval(full, 5, 0).eval == full.eval and limit_eval(full, None, 0) is full
 
 
+def test_eval_limit_per_principle():
+    """A mapping gives each principle its own limit: {"humor": None, "*": 2} measures every held-out humor pair
+    (5 source + 5 cross) and 2 of each other kind and principle; a principle it does not name, with no "*",
+    is measured in full."""
+    rows = [{**r, "prompt": f"q{i}"} for i in range(10) for r in ROWS[:2]]
+    src = source(opposites={"concise": "detailed"})
+    cfg = config(src, cross_principle_pairs=True, eval_limit={"humor": None, "*": 2})
+    full = add_contrastive(mixture(src, rows, eval_size=0.5), cfg)
+    limited = limit_eval(full, cfg.eval_limit, cfg.seed)
+    got = sorted((pair_kind(p.source), p.principle) for p in limited.eval)
+    assert got == sorted([("source", "humor"), ("cross", "humor")] * 5
+                         + [("source", "concise"), ("cross", "concise"), ("opposite", "detailed")] * 2)
+    assert "source humor" not in limited.notes[-1] and "source concise 2 of 5" in limited.notes[-1]
+    only = limit_eval(full, {"concise": 1}, cfg.seed)
+    assert sorted((pair_kind(p.source), p.principle) for p in only.eval) == sorted(
+        [("source", "humor"), ("cross", "humor"), ("opposite", "detailed")] * 5 + [("source", "concise"), ("cross", "concise")])
+    assert limit_eval(full, {"*": 2}, cfg.seed).eval == limit_eval(full, 2, cfg.seed).eval
+
+
+def test_eval_limit_names_only_the_recipes_principles():
+    src = source(principles={"concise": "concise", "humor": "humor"}, opposites={"humor": "serious"})
+    assert config(src, eval_limit={"serious": 3, "*": 1}).eval_limit == {"serious": 3, "*": 1}
+    with pytest.raises(PadError, match=r"eval_limit names 'humr', not a principle of this recipe \(concise, humor, "
+                                       r"serious; '\*' stands for the others\)"):
+        config(src, eval_limit={"humr": 3})
+
+
 def test_the_mixtures_warnings_survive_the_derived_pairs():
     """A small held-out side warns (few held-out pairs); adding opposites and cross pairs keeps that warning,
     and neither builder changes the mixture it was given."""
@@ -186,7 +213,8 @@ def test_kind_metrics_worked_example():
     ({"cross_principle_pairs": ["humor"]}, "cross_principle_pairs must be true, false or a list of two or more"),
     ({"cross_principle_pairs": "yes"}, "got 'yes'"),
     ({"cross_principle_limit": 0}, "cross_principle_limit must be None or a whole number >= 1, got 0"),
-    ({"eval_limit": 0}, "eval_limit must be None or a whole number >= 1, got 0"),
+    ({"eval_limit": 0}, "eval_limit must be None, a whole number >= 1, or a mapping of principles"),
+    ({"eval_limit": {"humor": 0}}, "got {'humor': 0}"),
     ({"kind": "reward-model", "cross_principle_pairs": True}, "apply to kind persrm, not 'reward-model'"),
 ])
 def test_config_errors_name_the_value(kw, message):
