@@ -1,7 +1,8 @@
 """Do fitted weights find what a user cares about? `pad fit-weights` on two simulated users.
 
 - a "harmless user": HH-RLHF harmless-base test pairs (../shared/data; the user chose the harmless reply),
-  single-turn, short;
+  single-turn, short; with --held-out-of RECIPE only pairs that the PersRM's recipe held out (the file is its
+  training data too: without it, most of the first pairs are ones a PersRM trained on the file has seen);
 - a "concise user": two sampled base answers per P-Soups prompt, the shorter one chosen (an answer cut by the
   length cap is marked so, and its end is not scored).
 
@@ -32,8 +33,23 @@ from quality import DEFAULT_PROMPTS  # noqa: E402
 HH_TEST = DEFAULT_PROMPTS.parent / "hh-rlhf-harmless-base-test.part1.jsonl.gz"
 
 
-def harmless_pairs(n: int, max_chars: int) -> list[dict]:
-    """The first n single-turn pairs of the held-out file whose texts stay under max_chars."""
+def held_out_harmless(recipe: str) -> set[tuple[str, str]]:
+    """(last user turn, chosen reply) of every harmless pair that `recipe`'s split holds out: pairs a PersRM
+    trained with that recipe (or a later stage keeping its sources and eval_size) never saw. The shared HH file
+    is the PersRM's training data too, so a "harmless user" drawn from it elsewhere scores answers it learned."""
+    from pad.models import load_tokenizer
+    from pad.train.common import build_training_mixture
+    from pad.train.config import load_train_config
+
+    cfg = load_train_config(recipe, {"eval_limit": None})
+    mix = build_training_mixture(cfg, load_tokenizer(cfg.base_model))
+    return {(p.prompt if isinstance(p.prompt, str) else p.prompt[-1]["content"], p.chosen.strip())
+            for p in mix.eval if p.principle == "harmless"}
+
+
+def harmless_pairs(n: int, max_chars: int, only: set[tuple[str, str]] | None = None) -> list[dict]:
+    """The first n single-turn pairs of the HH file whose texts stay under max_chars (and, given `only`, whose
+    (prompt, chosen) is in it)."""
     from pad.train.pairs import split_hh_transcript
 
     out = []
@@ -44,7 +60,7 @@ def harmless_pairs(n: int, max_chars: int) -> list[dict]:
             if c is None or r is None or c[0] != r[0] or len(c[0]) != 1 or c[1].strip() == r[1].strip():
                 continue
             prompt = c[0][0]["content"]
-            if len(prompt) + len(c[1]) + len(r[1]) > max_chars:
+            if len(prompt) + len(c[1]) + len(r[1]) > max_chars or (only is not None and (prompt, c[1].strip()) not in only):
                 continue
             out.append({"prompt": prompt, "chosen": c[1].strip(), "rejected": r[1].strip()})
             if len(out) == n:
@@ -103,6 +119,10 @@ def main():
                     help="take a user's pairs from FILE (a *_pairs.jsonl an earlier run wrote) instead of building "
                     "them: the same pairs scored by another PersRM (e.g. concise=benchmarks/results/fit_users/"
                     "concise_pairs_4answers.jsonl)")
+    ap.add_argument("--held-out-of", default=None, metavar="RECIPE",
+                    help="draw the harmless user's pairs only from the HH prompts this pad train recipe holds out "
+                    "(e.g. recipes/smollm2-135m/train/config_persrm_contrastive.yaml): the PersRM never trained on "
+                    "them. Without it they are the file's first pairs, which a PersRM trained on the file has seen")
     ap.add_argument("--out", default="runs/fit_users")
     args = ap.parse_args()
 
@@ -127,7 +147,11 @@ def main():
         if u in given:
             users[f"{u} user"] = given[u]
         elif u == "harmless":
-            users["harmless user"] = harmless_pairs(args.pairs, args.max_chars)
+            only = held_out_harmless(args.held_out_of) if args.held_out_of else None
+            users["harmless user"] = harmless_pairs(args.pairs, args.max_chars, only)
+            if len(users["harmless user"]) < args.pairs:
+                print(f"warning: {len(users['harmless user'])} harmless pairs of the {args.pairs} asked fit "
+                      f"--max-chars {args.max_chars}{' and are held out' if only else ''}", file=sys.stderr)
         else:  # answers that both reach the cap tie: a higher cap gives more pairs
             users["concise user"] = concise_pairs(args.pairs, args.max_new_tokens, args.rm, out, args.answers)
     head = ("| user | features | end token | pairs | " + " | ".join(f"w {p}" for p in args.principles)
