@@ -3,12 +3,12 @@ it reads off the table (the decoding itself is `pad decode`'s, tested there)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from bench_helpers import load_benchmark
 
 from pad.evaluate.inputs import Row, Run
 from pad.evaluate.report import Scores
@@ -18,14 +18,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture(scope="module")
 def compare():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("compare_bench", BENCH / "compare.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+    return load_benchmark("compare.py", "compare_bench")
 
 
 def test_cross_table_is_length_controlled_over_its_own_runs(compare, capsys):
@@ -141,11 +134,7 @@ def test_base_perplexity_is_the_bases_on_the_shared_backbone(tiny_llama, tiny_di
     from pad.models import load_causal_lm
     from pad.testing import save_tiny_lora
 
-    sys.path.insert(0, str(BENCH))
-    try:
-        from quality import base_perplexity
-    finally:
-        sys.path.remove(str(BENCH))
+    base_perplexity = load_benchmark("quality.py", "quality_bench").base_perplexity
     lora = save_tiny_lora(tiny_llama, tiny_dir / "lora_ppl", seed=3, scale=1.0)
     models = Models(DecodeConfig(llm=str(tiny_llama), rm=str(lora), device="cpu"), need_rm=True)
     assert models.backbone == "shared"
@@ -161,9 +150,7 @@ def test_base_perplexity_is_the_bases_on_the_shared_backbone(tiny_llama, tiny_di
 
 def test_compare_adapters_reads_both_json_files(capsys, monkeypatch):
     """The side-by-side table of compare_cross.md, from the two committed compare.py JSON files."""
-    spec = importlib.util.spec_from_file_location("compare_adapters", BENCH / "compare_adapters.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("compare_adapters.py", "compare_adapters")
     results = BENCH / "results"
     monkeypatch.setattr(sys, "argv", ["compare_adapters.py", f"stage3={results / 'compare_cross_stage3.json'}",
                                       f"stage4={results / 'compare_cross_stage4.json'}"])

@@ -3,25 +3,17 @@ shared HH file is the PersRM's training data too)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from bench_helpers import load_benchmark
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def fit_users():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("fit_users_bench", BENCH / "fit_users.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+    return load_benchmark("fit_users.py", "fit_users_bench")
 
 
 def test_the_harmless_user_takes_only_held_out_pairs(fit_users, shared_data, tmp_path):
