@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pad.errors import PadError
-from pad.models import PAD_CONFIG
+from pad.models import PAD_CONFIG, read_pad_config
 from pad.principles import Message, chat_text, to_messages
 from pad.train.config import TrainConfig
 from pad.train.contrastive import add_contrastive, kind_counts, limit_eval
@@ -122,9 +122,27 @@ def build_training_mixture(cfg: TrainConfig, tokenizer) -> Mixture:
                         fit=lambda pair: fit_pair(tokenizer, pair, cfg.template, cfg.prompt_budget))
     mix = add_contrastive(mix, cfg)  # cross-principle and opposite pairs, each on its own side of the split
     mix = limit_eval(mix, cfg.eval_limit, cfg.seed)
+    if cfg.init_adapter:
+        earlier = (read_pad_config(cfg.init_adapter) or {}).get("data", {}).get("counts")
+        mix.notes += split_changes(mix, earlier or {}, cfg.init_adapter)
     if not mix.train:
         raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
     return mix
+
+
+def split_changes(mix: Mixture, earlier: dict[str, dict[str, dict[str, int]]], where: str) -> list[str]:
+    """A warning when a later stage holds out other pairs than the stage it starts from (its recorded counts):
+    a prompt that stage held out may then be trained on here, and its held-out accuracy mean less. Counts that
+    differ prove the split moved (equal ones do not prove it stayed); a stage changes it by dropping or adding
+    pairs before the split, e.g. through another max_length, max_prompt_length, source, eval_size or seed."""
+    moved = [f"{source} / {principle} {c['eval']} here, {earlier[source][principle]['eval']} there"
+             for source, per in mix.counts.items() for principle, c in per.items()
+             if "eval" in c and "eval" in earlier.get(source, {}).get(principle, {})
+             and c["eval"] != earlier[source][principle]["eval"]]
+    if not moved:
+        return []
+    return [f"the held-out split differs from init_adapter {where}'s ({'; '.join(moved)}): pairs it held out may "
+            "be trained on here; keep its sources, eval_size, seed, max_length and max_prompt_length"]
 
 
 def mixture_report(mix: Mixture) -> str:

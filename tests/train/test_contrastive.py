@@ -238,3 +238,21 @@ def test_opposites_errors_name_the_value(opposites, message):
 def test_derived_source_names_are_reserved():
     with pytest.raises(PadError, match="source name 'cross-principle' is kept for derived pairs"):
         TrainConfig(sources=[{"kind": "jsonl", "path": "d.jsonl", "name": "cross-principle"}])
+
+
+def test_a_later_stage_warns_when_its_held_out_split_moved():
+    """split_changes compares the held-out counts with the starting adapter's record: the same split, or a
+    source the record does not know, says nothing; one count that differs names the source and both counts."""
+    from pad.train.common import split_changes
+
+    rows = [{**r, "prompt": f"q{i}"} for i in range(10) for r in ROWS[:2]]
+    mix = mixture(source(), rows, eval_size=0.5)
+    recorded = {s: {p: dict(c) for p, c in per.items()} for s, per in mix.counts.items()}
+    assert split_changes(mix, recorded, "a1") == [] and split_changes(mix, {"other": {}}, "a1") == []
+    (source_name, per), = recorded.items()
+    principle = sorted(per)[0]
+    per[principle]["eval"] += 2
+    held = mix.counts[source_name][principle]["eval"]
+    (note,) = split_changes(mix, recorded, "a1")
+    assert note.startswith(f"the held-out split differs from init_adapter a1's ({source_name} / {principle} "
+                           f"{held} here, {held + 2} there)")
