@@ -122,7 +122,8 @@ def main():
     ap.add_argument("--held-out-of", default=None, metavar="RECIPE",
                     help="draw the harmless user's pairs only from the HH prompts this pad train recipe holds out "
                     "(e.g. recipes/smollm2-135m/train/config_persrm_contrastive.yaml): the PersRM never trained on "
-                    "them. Without it they are the file's first pairs, which a PersRM trained on the file has seen")
+                    "them. Without it they are the file's first pairs, which a PersRM trained on the file has seen. "
+                    "With --pairs-from harmless=FILE it counts how many of FILE's pairs the recipe holds out")
     ap.add_argument("--out", default="runs/fit_users")
     args = ap.parse_args()
 
@@ -142,12 +143,16 @@ def main():
         if user not in args.users or not Path(file).is_file():
             sys.exit(f"--pairs-from {item}: expected USER=FILE with USER one of {args.users} and FILE an existing file")
         given[user] = [json.loads(line) for line in Path(file).read_text().splitlines() if line.strip()]
+    only = held_out_harmless(args.held_out_of) if args.held_out_of and "harmless" in args.users else None
+    if only is not None and "harmless" in given:
+        held = sum((p["prompt"], p["chosen"]) in only for p in given["harmless"])
+        print(f"{held} of the {len(given['harmless'])} given harmless pairs are held out by {args.held_out_of}; "
+              "the rest are on its training side", file=sys.stderr)
     users = {}
     for u in args.users:
         if u in given:
             users[f"{u} user"] = given[u]
         elif u == "harmless":
-            only = held_out_harmless(args.held_out_of) if args.held_out_of else None
             users["harmless user"] = harmless_pairs(args.pairs, args.max_chars, only)
             if len(users["harmless user"]) < args.pairs:
                 print(f"warning: {len(users['harmless user'])} harmless pairs of the {args.pairs} asked fit "

@@ -135,10 +135,12 @@ def split_changes(mix: Mixture, earlier: dict[str, dict[str, dict[str, int]]], w
     a prompt that stage held out may then be trained on here, and its held-out accuracy mean less. Counts that
     differ prove the split moved (equal ones do not prove it stayed); a stage changes it by dropping or adding
     pairs before the split, e.g. through another max_length, max_prompt_length, source, eval_size or seed."""
-    moved = [f"{source} / {principle} {c['eval']} here, {earlier[source][principle]['eval']} there"
-             for source, per in mix.counts.items() for principle, c in per.items()
-             if "eval" in c and "eval" in earlier.get(source, {}).get(principle, {})
-             and c["eval"] != earlier[source][principle]["eval"]]
+    moved = []
+    for source, per in mix.counts.items():
+        for principle, c in per.items():
+            before = earlier.get(source, {}).get(principle, {}).get("eval")
+            if before is not None and c.get("eval", 0) != before:
+                moved.append(f"{source} / {principle} {c.get('eval', 0)} here, {before} there")
     if not moved:
         return []
     return [f"the held-out split differs from init_adapter {where}'s ({'; '.join(moved)}): pairs it held out may "
