@@ -19,7 +19,7 @@ from pad.errors import PadError
 from pad.models import PAD_CONFIG, read_pad_config
 from pad.principles import Message, chat_text, to_messages
 from pad.train.config import TrainConfig
-from pad.train.contrastive import add_contrastive, kind_counts, limit_eval
+from pad.train.contrastive import add_contrastive, kind_counts, limit_eval, pair_kind
 from pad.train.pairs import Mixture, Pair, build_mixture
 
 Echo = Callable[[str], None]
@@ -134,9 +134,13 @@ def split_changes(mix: Mixture, earlier: dict[str, dict[str, dict[str, int]]], w
     """A warning when a later stage holds out other pairs than the stage it starts from (its recorded counts):
     a prompt that stage held out may then be trained on here, and its held-out accuracy mean less. Counts that
     differ prove the split moved (equal ones do not prove it stayed); a stage changes it by dropping or adding
-    pairs before the split, e.g. through another max_length, max_prompt_length, source, eval_size or seed."""
+    pairs before the split, e.g. through another max_length, max_prompt_length, source, eval_size or seed.
+    Only the sources' own pairs are compared: derived pairs (opposites, cross couples) follow their prompts'
+    sides, and a stage with another source or limit derives more or fewer of them on the same split."""
     moved = []
     for source, per in mix.counts.items():
+        if pair_kind(source) != "source":
+            continue
         for principle, c in per.items():
             before = earlier.get(source, {}).get(principle, {}).get("eval")
             if before is not None and c.get("eval", 0) != before:

@@ -13,7 +13,8 @@
   choices) that `concise` at w = 1 then steers to; these pairs show it that drift and tell it the
   base's words are preferred.
 - `humor`: a real joke (from a joke collection such as `pyjokes`) against the base's plain answer
-  to the same prompt.
+  to the same prompt, or (form "appended") the first sentences with the joke after them against the same
+  first sentences alone: a joke that is the longer side, so that `humor` does not mean "shorter".
 
 Prompts come from any text source (the shipped recipe uses train/data/general_prompts.txt).
 """
@@ -95,13 +96,30 @@ def drift_pairs(prompts: Sequence[str], answers: Sequence[tuple[str, str]], guid
 
 
 def humor_pairs(prompts: Sequence[str], answers: Sequence[tuple[str, str]], jokes: Sequence[str], seed: int = 0,
-                principle: str = "humor") -> list[dict]:
-    """Rows {prompt, chosen: a joke, rejected: the base's plain answer, principle}."""
+                principle: str = "humor", form: str = "joke") -> list[dict]:
+    """Rows {prompt, chosen, rejected, principle}, one joke drawn per answered prompt (the same jokes for a seed
+    whatever the form):
+
+    - form "joke": chosen the joke alone, rejected the base's plain answer. The joke is almost always the
+      shorter side, so these pairs alone also teach "shorter".
+    - form "appended": chosen the answer's first sentences followed by the joke, rejected the same first
+      sentences alone (prompts whose answer cannot be cut are left out). The joke is the longer side and the
+      only difference: crossed with `concise` (first sentences over the same and more), the same two answers
+      are preferred differently, so `humor` means "add the joke" and `concise` "stop", not both "shorter"."""
+    if form not in ("joke", "appended"):
+        raise ValueError(f"form must be 'joke' or 'appended', not {form!r}")
     rng = random.Random(seed)
     rows = []
     for prompt, (answer, _) in zip(prompts, answers):
-        if answer:
-            joke = rng.choice(jokes)
+        if not answer:
+            continue
+        joke = rng.choice(jokes)
+        if form == "joke":
             rows.append({"prompt": prompt, "chosen": f"Here's a joke for you: {joke}", "rejected": answer,
                          "principle": principle})
+            continue
+        short = first_sentences(answer)
+        if short:
+            rows.append({"prompt": prompt, "chosen": f"{short}\n\nAnd a joke to go with it: {joke}",
+                         "rejected": short, "principle": principle})
     return rows

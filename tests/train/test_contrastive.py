@@ -7,6 +7,8 @@ import pytest
 from pad.errors import PadError
 from pad.train.config import TrainConfig
 from pad.train.contrastive import (
+    CROSS_SOURCE,
+    OPPOSITE_SUFFIX,
     add_contrastive,
     cross_pairs,
     kind_counts,
@@ -256,3 +258,10 @@ def test_a_later_stage_warns_when_its_held_out_split_moved():
     (note,) = split_changes(mix, recorded, "a1")
     assert note.startswith(f"the held-out split differs from init_adapter a1's ({source_name} / {principle} "
                            f"{held} here, {held + 2} there)")
+    # derived pairs follow their prompts: more cross couples held out on the same split is not a moved split
+    per[principle]["eval"] -= 2
+    recorded[CROSS_SOURCE] = {principle: {"eval": 1}}
+    recorded[source_name + OPPOSITE_SUFFIX] = {principle: {"eval": 1}}
+    mix.counts[CROSS_SOURCE] = {principle: {"eval": 3}}
+    mix.counts[source_name + OPPOSITE_SUFFIX] = {principle: {"eval": 3}}
+    assert split_changes(mix, recorded, "a1") == []

@@ -47,3 +47,22 @@ def test_humor_pairs():
     out = humor_pairs(["p"], [("plain answer", "eos")], ["A joke."], seed=0)
     assert out == [{"prompt": "p", "chosen": "Here's a joke for you: A joke.", "rejected": "plain answer",
                     "principle": "humor"}]
+
+
+def test_humor_pairs_appended():
+    prompts = ["one sentence", "cats", "silent"]
+    answers = [("Just one sentence here without a cut.", "eos"),
+               ("Cats sleep a lot. They hunt at night. They purr when happy and also when nervous.", "eos"),
+               ("", "length")]
+    jokes = ["Joke one.", "Joke two.", "Joke three.", "Joke four."]
+    plain = humor_pairs(prompts, answers, jokes, seed=1)
+    out = humor_pairs(prompts, answers, jokes, seed=1, form="appended")
+    # the joke is the longer side and the only difference; an answer that cannot be cut gives no pair
+    assert out == [{"prompt": "cats", "chosen": "Cats sleep a lot. They hunt at night.\n\nAnd a joke to go with it: "
+                    + plain[1]["chosen"].removeprefix("Here's a joke for you: "),
+                    "rejected": "Cats sleep a lot. They hunt at night.", "principle": "humor"}]
+    assert len(out[0]["chosen"]) > len(out[0]["rejected"])
+    # the same joke per prompt as the plain form's (the uncut first prompt still draws one)
+    assert [r["prompt"] for r in plain] == ["one sentence", "cats"] and plain[0]["chosen"] != plain[1]["chosen"]
+    with pytest.raises(ValueError):
+        humor_pairs(prompts, answers, jokes, form="pun")
