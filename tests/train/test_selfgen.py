@@ -66,3 +66,47 @@ def test_humor_pairs_appended():
     assert [r["prompt"] for r in plain] == ["one sentence", "cats"] and plain[0]["chosen"] != plain[1]["chosen"]
     with pytest.raises(ValueError):
         humor_pairs(prompts, answers, jokes, form="pun")
+
+
+def _builder():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "train" / "build_default_data.py"
+    spec = importlib.util.spec_from_file_location("build_default_data", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_build_default_data_reuses_answers(tmp_path, monkeypatch):
+    """--answers rebuilds every pair file from an earlier build's answers, without the model; the appended humor
+    pairs carry the same joke per prompt as humor.jsonl; a prompt with no answer is a one-line error naming it."""
+    import json
+    import sys
+
+    from pad.errors import PadError
+
+    pytest.importorskip("pyjokes")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Tell me about cats.\nName a colour.\n")
+    answers = tmp_path / "answers.jsonl"
+    rows = [{"prompt": "Name a colour.", "answer": "Blue.", "finish_reason": "eos"},
+            {"prompt": "Tell me about cats.", "answer": "Cats sleep a lot. They hunt at night. They purr when they "
+             "are happy and sometimes when they are nervous.", "finish_reason": "length"}]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    builder = _builder()
+    monkeypatch.setattr(sys, "argv", ["build", "--prompts", str(prompts), "--answers", str(answers), "--out", str(out)])
+    builder.main()
+    read = {name: [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("answers", "concise", "humor", "humor_appended")}
+    assert [r["prompt"] for r in read["answers"]] == ["Tell me about cats.", "Name a colour."]  # the prompts' order
+    assert [r["chosen"] for r in read["concise"]] == ["Cats sleep a lot. They hunt at night."]
+    (appended,) = read["humor_appended"]
+    joke = read["humor"][0]["chosen"].removeprefix("Here's a joke for you: ")
+    assert appended["chosen"] == "Cats sleep a lot. They hunt at night.\n\nAnd a joke to go with it: " + joke
+    assert json.loads((out / "counts.json").read_text())["humor_appended"] == 1
+    answers.write_text(json.dumps(rows[1]) + "\n")
+    with pytest.raises(PadError, match="no answer for 1 of the prompts, first 'Name a colour.'"):
+        builder.main()
