@@ -9,7 +9,7 @@
 Each user's pairs are fitted over the candidate principles (concise, harmless, humor by default) with the
 shipped PersRM (or --rm); the harmless user should put most weight on `harmless`, the concise user on
 `concise`. The answers are scored once, and the fit is made with each kind of feature of `pad fit-weights`
-(centred or plain log-ratios, with or without the end token; the first is its default). Prints the weights and
+(plain or centred log-ratios, with or without the end token; the first is its default). Prints the weights and
 held-out accuracies and writes fit_users.md / fit_users.json and each user's pairs, scores (*_stats.pt, reused
 when present) and default profile to --out.
 
@@ -101,8 +101,8 @@ def concise_pairs(n: int, max_new_tokens: int, rm: str | None, out: Path, answer
     return out_pairs[:n]
 
 
-VARIANTS = [("centred", True), ("centred", False), ("log-ratio", True), ("log-ratio", False)]
-"""(features, score_end) of pad fit-weights; the first is its default, the last what it did before."""
+VARIANTS = [("log-ratio", True), ("log-ratio", False), ("centred", True), ("centred", False)]
+"""(features, score_end) of pad fit-weights; the first is its default (log-ratio since 2026-12-07; centred before)."""
 
 
 def main():
@@ -183,7 +183,7 @@ def main():
             if (features, score_end) == VARIANTS[0]:
                 (out / f"{stem}_profile.json").write_text(prof.to_json())
             w = {p.name: p.weight for p in prof.principles}
-            top = max(w, key=w.get)
+            top = max(w, key=w.get) if max(w.values()) > 0 else "none"  # every weight 0: the fit found nothing
             key = f"{features}{'+end' if score_end else ''}"
             corr = torch.corrcoef(diffs.T)  # (P, P): how alike the principles' features are on these pairs
             result[user][key] = {"pairs": prof.pairs, "weights": w, "most_weight": top,

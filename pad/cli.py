@@ -358,7 +358,7 @@ def fit_weights(
     allow_negative: Annotated[bool, typer.Option(help="Let a weight go below 0 (steer away from a principle).")] = False,
     folds: Annotated[int, typer.Option(help="Cross-validation folds of the held-out accuracy.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the folds' split.")] = 0,
-    features: Annotated[str, typer.Option(help="centred (default): each step's log-ratio less its mean under the reference (what PAD's per-step choice sees); log-ratio: the plain sequence log-ratio, pad eval's implicit reward over beta.")] = "centred",
+    features: Annotated[str, typer.Option(help="log-ratio (default): the sequence log-ratio, pad eval's implicit reward over beta (PAD's own log-probability of the answer against the base's at w = 1); centred: each step's log-ratio less its mean under the reference (the same to first order in small w).")] = "log-ratio",
     score_end: Annotated[bool, typer.Option(help="Score each answer's end-of-sequence token too (a pair's \"chosen_ended\"/\"rejected_ended\": false leaves a cut answer's end out).")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")] = "auto",

@@ -5,24 +5,34 @@ Every answer gets one feature per candidate principle p, from the PersRM's per-s
 
     r_p(y_t) = log pi_PersRM(y_t | principle prompt p, x, y_<t) - log pi_ref(y_t | x, y_<t).
 
-By default (features 'centred') each step's r_p is taken less its mean under the reference's own next-token
-distribution, E_{a ~ pi_ref}[r_p(a)] = -KL(pi_ref || pi_p) at that step, and the answer's end-of-sequence
-token counts as a step:
+By default (features 'log-ratio') the feature is the sequence log-ratio, the answer's end-of-sequence token
+counted as a step:
 
-    f_p(x, y) = sum_t r_p(y_t) + KL_t(pi_ref || pi_p)        (t over the answer's tokens and its end)
+    f_p(x, y) = sum_t r_p(y_t)        (t over the answer's tokens and its end)
 
-('log-ratio' without the end token: `pad eval`'s PersRM scorer without its beta). The fit maximizes the
-likelihood of the user's choices under
+which is the PersRM's DPO implicit reward over beta (`pad eval`'s PersRM scorer, plus the end). The fit
+maximizes the likelihood of the user's choices under
 
     P(chosen beats rejected) = sigmoid(sum_p w_p (f_p(chosen) - f_p(rejected)))
 
-with an L2 penalty, and w >= 0 by default. On this scale the weights are decoding weights: PAD's step adds
-sum_p w_p r_p to the base's logits, and its log-probability of an answer against the reference's is
-sum_t [sum_p w_p r_p(y_t) - log E_{a ~ pi_ref} exp(sum_p w_p r_p(a))], whose first order in w is
-sum_p w_p f_p with the centred f. The plain sequence log-ratio drops the per-step term: each principle then
-adds -KL(pi_ref || pi_p) per token, a length penalty that every principle carries (scaled by how far its
-prompt moves the PersRM) and that PAD's decoding never applies (a per-step constant moves every candidate
-alike).
+with an L2 penalty, and w >= 0 by default. On this scale the weights are decoding weights. PAD's step with
+weights w samples from pi_ref(a) exp(sum_p w_p r_p(a)) / Z_t (over the base's top-k), so its log-probability of
+an answer against the reference's is
+
+    sum_t [sum_p w_p r_p(y_t) - log Z_t(w)],    log Z_t(w) = log E_{a ~ pi_ref} exp(sum_p w_p r_p(a)).
+
+Over the whole vocabulary log Z_t is 0 at w = 0 and at every unit weight (E_ref[pi_p / pi_ref] = 1: at w_p = 1
+PAD's step is pi_p itself), and <= 0 between them (it is convex), so sum_p w_p f_p is that log-probability
+exactly at w = 0 and at one principle with w = 1, and a lower bound on it for weights >= 0 summing to at most 1
+(up to the top-k: PAD normalizes over the base's k candidates, the features over the whole vocabulary).
+
+'centred' takes each step's r_p less its mean under the reference, E_{a ~ pi_ref}[r_p(a)] = -KL_t(pi_ref ||
+pi_p): f_p = sum_t r_p(y_t) + KL_t, the first-order term of the same expansion in small w. It drops the per-token
+-KL, which acts as a length penalty carried by every principle; but it also misses what PAD does at w near 1
+when a principle lifts a token the base rarely picks (`concise` lifting the end of text after a sentence):
+log Z_t is then far from its first-order term. Measured (decode/README.md): a simulated concise user fitted with
+centred features put no weight on any principle with the shipped PersRM (held-out 0.39), with the plain
+log-ratio most on `concise` (0.71).
 """
 
 from __future__ import annotations
@@ -177,7 +187,7 @@ def load_profile(path: str | Path) -> Profile:
 
 # -- from pairs to a profile --------------------------------------------------------------------------------
 
-FEATURES = ("centred", "log-ratio")
+FEATURES = ("log-ratio", "centred")
 FEATURE_NOTES = {
     "log-ratio": "sequence log-ratio per principle (PersRM with the principle against the reference)",
     "centred": "sequence log-ratio per principle, each step centred on its mean under the reference",
@@ -205,12 +215,12 @@ class FitConfig:
     """Cross-validation folds of the held-out accuracy."""
     seed: int = 0
     """Seed of the folds' split."""
-    features: str = "centred"
-    """Each principle's feature of an answer: 'log-ratio', the sequence log-ratio sum_t r_p(y_t) (`pad eval`'s
-    implicit reward over beta); 'centred', each step's r_p(y_t) less its mean under the reference's own next-token
-    distribution, E_ref[r_p] = -KL(pi_ref || pi_p) at that step. A per-step constant moves every candidate of
-    that step alike, so PAD's decoding never sees it; in a sum over steps it is a length term that every
-    principle shares (each by its own KL), which the fit would read as a preference for shorter answers."""
+    features: str = "log-ratio"
+    """Each principle's feature of an answer: 'log-ratio' (default), the sequence log-ratio sum_t r_p(y_t)
+    (`pad eval`'s implicit reward over beta; PAD's own log-probability of the answer against the reference's at a
+    unit weight, see the module's docstring); 'centred', each step's r_p(y_t) less its mean under the reference's
+    own next-token distribution, E_ref[r_p] = -KL(pi_ref || pi_p) at that step (the same to first order in small
+    weights, without the per-token -KL that every principle carries as a length term)."""
     score_end: bool = True
     """Score each answer's end: the end-of-sequence token after it. A user's answers are whole answers, and
     ending is a step PAD decides with the same reward."""

@@ -195,7 +195,7 @@ def test_fit_weights_command_end_to_end(tmp_path, tiny_llama, tiny_lora):
     reward = dict(x for idx, vals in scorer.score(scorer.prepare(rows)) for x in zip(idx, (v[0] for v in vals)))
     want = [(reward[2 * j] - reward[2 * j + 1]) / scorer.beta for j in range(8)]
     assert plain[:, 0].tolist() == pytest.approx(want, rel=1e-4, abs=1e-4)  # batched apart: float noise
-    assert not torch.allclose(plain, diffs)  # centring and the end token change the features
+    assert not torch.allclose(plain, diffs)  # the end token changes the features
     again = runner.invoke(app, ["fit-weights", str(pairs), "-p", "concise", "--rm", str(tiny_lora), "--out", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output
     _decode(tmp_path, "d", tiny_llama, tiny_lora, "--profile", out)
@@ -232,5 +232,5 @@ def test_centred_features_and_the_end_token_equal_a_plain_loop(tiny_lora):
     cut = dict(answer_stats(scorers, rows, score_end=True, ended=[True, False, True]))  # answer 1 was cut short
     assert bool((cut[1][:, 2:] == 0).all()) and torch.allclose(cut[1][:, :2], got[1][:, :2], atol=1e-4)
     assert torch.allclose(cut[0], got[0], atol=1e-4) and bool((got[1][:, 2:] != 0).any())
-    with pytest.raises(PadError, match="features 'mean' is not one of centred, log-ratio"):
+    with pytest.raises(PadError, match="features 'mean' is not one of log-ratio, centred"):
         FitConfig(pairs="x", principles=["concise"], features="mean")
