@@ -22,7 +22,7 @@ def test_shipped_persrm_is_complete():
     assert kinds["cross"]["accuracy"] >= 0.9 and kinds["opposite"]["accuracy"] >= 0.8, kinds
     acc = {p: v["accuracy"] for p, v in kinds["source"]["principles"].items()}
     assert acc["concise"] >= 0.8 and acc["humor"] >= 0.9, acc
-    assert kinds["source"]["principles"]["harmless"]["n"] >= 30  # measured (weak: 0.500 on these 30, 0.596 on all 250; README says so)
+    assert kinds["source"]["principles"]["harmless"]["n"] >= 30  # measured (weak: 0.533 on these 30, 0.588 on all 250; README says so)
     # SmolLM2-135M answers the principle template itself, so the PersRM advises keeping it from the base.
     assert cfg["decode"] == {"base_sees_principles": False}
 
