@@ -1,6 +1,7 @@
 import pytest
 
 from pad.train.selfgen import concise_pairs, drift_pairs, first_sentences, humor_pairs
+from tests.bench_helpers import load_script
 
 
 def test_first_sentences_keeps_whole_leading_sentences_within_half():
@@ -68,17 +69,6 @@ def test_humor_pairs_appended():
         humor_pairs(prompts, answers, jokes, form="pun")
 
 
-def _builder():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "train" / "build_default_data.py"
-    spec = importlib.util.spec_from_file_location("build_default_data", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_build_default_data_reuses_answers(tmp_path, monkeypatch):
     """--answers rebuilds every pair file from an earlier build's answers, without the model; the appended humor
     pairs carry the same joke per prompt as humor.jsonl; a prompt with no answer is a one-line error naming it."""
@@ -96,7 +86,7 @@ def test_build_default_data_reuses_answers(tmp_path, monkeypatch):
              "are happy and sometimes when they are nervous.", "finish_reason": "length"}]
     answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    builder = _builder()
+    builder = load_script("train/build_default_data.py", "build_default_data")
     monkeypatch.setattr(sys, "argv", ["build", "--prompts", str(prompts), "--answers", str(answers), "--out", str(out)])
     builder.main()
     read = {name: [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
