@@ -74,22 +74,25 @@ def main():
         model, tok = load_causal_lm(args.llm, device=device), load_tokenizer(args.llm)
         with tqdm(total=len(prompts), desc="base answers", unit="prompt") as bar:
             answers = base_answers(model, tok, prompts, args.max_new_tokens, args.batch_size, on_batch=bar.update)
-    concise = concise_pairs(prompts, answers)
-    concise_whole = concise_pairs(prompts, answers, rejected="whole")
-    humor = humor_pairs(prompts, answers, pyjokes.get_jokes(), seed=0)
-    humor_appended = humor_pairs(prompts, answers, pyjokes.get_jokes(), seed=0, form="appended")
+    jokes = pyjokes.get_jokes()
+    pairs = {"concise": concise_pairs(prompts, answers),
+             "concise_whole": concise_pairs(prompts, answers, rejected="whole"),
+             "humor": humor_pairs(prompts, answers, jokes, seed=0),
+             "humor_appended": humor_pairs(prompts, answers, jokes, seed=0, form="appended")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     answer_rows = [{"prompt": p, "answer": a, "finish_reason": r} for p, (a, r) in zip(prompts, answers)]
-    for name, rows_ in (("answers", answer_rows), ("concise", concise), ("concise_whole", concise_whole),
-                       ("humor", humor), ("humor_appended", humor_appended)):
+    for name, rows_ in (("answers", answer_rows), *pairs.items()):
         with open(out / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows_)
     counts = {"prompts": len(prompts), "prompts_file": Path(args.prompts).name,
-              "answers_eos": sum(r == "eos" for _, r in answers), "concise": len(concise), "humor": len(humor),
-              "humor_appended": len(humor_appended), "answers_from": args.answers,
-              "max_new_tokens": args.max_new_tokens, "seconds": round(time.time() - t0, 1), "device": device,
-              "llm": args.llm}
+              "answers_eos": sum(r == "eos" for _, r in answers),
+              **{name: len(rows_) for name, rows_ in pairs.items() if name != "concise_whole"},
+              # the confound a principle can learn instead of itself: how often the preferred answer is the shorter
+              "chosen_shorter": {name: sum(len(r["chosen"]) < len(r["rejected"]) for r in rows_)
+                                 for name, rows_ in pairs.items()},
+              "answers_from": args.answers, "max_new_tokens": args.max_new_tokens,
+              "seconds": round(time.time() - t0, 1), "device": device, "llm": args.llm}
     (out / "counts.json").write_text(json.dumps(counts, indent=1))
     print(json.dumps(counts))
 

@@ -83,7 +83,9 @@ def test_build_default_data_reuses_answers(tmp_path, monkeypatch):
     answers = tmp_path / "answers.jsonl"
     rows = [{"prompt": "Name a colour.", "answer": "Blue.", "finish_reason": "eos"},
             {"prompt": "Tell me about cats.", "answer": "Cats sleep a lot. They hunt at night. They purr when they "
-             "are happy and sometimes when they are nervous.", "finish_reason": "length"}]
+             "are happy and sometimes when they are nervous, and they groom themselves, each other and their "
+             "people for hours every day, which keeps their fur clean and their bonds strong.",
+             "finish_reason": "length"}]  # longer than any pyjokes joke (140 characters at most)
     answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     builder = load_script("train/build_default_data.py", "build_default_data")
@@ -96,7 +98,10 @@ def test_build_default_data_reuses_answers(tmp_path, monkeypatch):
     (appended,) = read["humor_appended"]
     joke = read["humor"][0]["chosen"].removeprefix("Here's a joke for you: ")
     assert appended["chosen"] == "Cats sleep a lot. They hunt at night.\n\nAnd a joke to go with it: " + joke
-    assert json.loads((out / "counts.json").read_text())["humor_appended"] == 1
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["humor_appended"] == 1 and counts["concise"] == 1
+    # the joke alone is the shorter side against the long answer (not against "Blue."), the appended joke the longer
+    assert counts["chosen_shorter"] == {"concise": 1, "concise_whole": 1, "humor": 1, "humor_appended": 0}
     answers.write_text(json.dumps(rows[1]) + "\n")
     with pytest.raises(PadError, match="no answer for 1 of the prompts, first 'Name a colour.'"):
         builder.main()
