@@ -109,7 +109,9 @@ def decode_plan(plan: list[tuple[str, dict]], rows, models, base_cfg, out: Path)
             speed_file.write_text(json.dumps(speed, indent=1) + "\n")
         records[name] = [json.loads(line) for line in path.read_text().splitlines()]
         tokens = sum(r["tokens"] for r in records[name])
+        capped = sum(r["finish_reason"] == "length" for r in records[name])
         table[name] = {"method": name, "length": round(tokens / len(records[name]), 1),
+                       "capped": round(capped / len(records[name]), 2),
                        "perplexity": round(base_perplexity(models.base, models.tok, records[name]), 2),
                        "tokens_per_s": speed.get(name, {}).get("tokens_per_s")}
     return records, table
@@ -280,7 +282,7 @@ def cross_table(cross: dict[str, str], table: dict, records: dict, report, args,
     for g, name in cross.items():
         row = {"guide": g, "run": name, "length": table[name]["length"],
                "x_vanilla_length": round(table[name]["length"] / vanilla_len, 2) if vanilla_len else None,
-               "perplexity": table[name]["perplexity"]}
+               "capped": table[name].get("capped"), "perplexity": table[name]["perplexity"]}
         if g in synonyms:
             row["synonym_of"] = synonyms[g]
         if g in prompted:
@@ -295,14 +297,16 @@ def cross_table(cross: dict[str, str], table: dict, records: dict, report, args,
     print(f"\nEach principle's own measure, PAD at w = {args.cross_weight:g} guided by one principle at a time "
           f"({n} prompts; length: tokens, lower is more concise; " + "; ".join(judges) + "; LC: length-controlled, "
           "the score less what a least-squares line on answer words over these runs predicts, at their mean length;"
-          " an untrained synonym is marked with the principle it stands for)")
-    head = ["guide", "length (concise)", "x vanilla", "base perplexity"]
+          " at the cap: the share of answers cut at the token cap; an untrained synonym is marked with the principle it"
+          " stands for)")
+    head = ["guide", "length (concise)", "x vanilla", "at the cap", "base perplexity"]
     head += [f"{args.principle} RM score", "LC"] if has_rm else []
     head += ["humor judge score", "LC"] if has_humor else []
     print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
     for r in rows:
         name = r["guide"] + (f" (~{r['synonym_of']})" if "synonym_of" in r else "")
-        cells = [name, f"{r['length']}", f"{r['x_vanilla_length']}", f"{r['perplexity']}"]
+        capped = "-" if r.get("capped") is None else f"{r['capped']:.0%}"
+        cells = [name, f"{r['length']}", f"{r['x_vanilla_length']}", capped, f"{r['perplexity']}"]
         cells += [f"{r[k]:.3f}" for _, kind in kinds for k in (kind, f"{kind}_lc")]
         print("| " + " | ".join(cells) + " |")
     print("length fits (score per word): " + "; ".join(f"{d} {fits[d].slope:+.4f}" for d in dims if fits[d]))
@@ -342,7 +346,11 @@ def opposite_checks(rows: list[dict], has_humor: bool) -> list[str]:
         if others:
             out.append(f"concise length / next shortest {by['concise']['length'] / min(others):.2f} (target <= 0.85)")
     if "detailed" in by:
-        out.append(f"detailed length x vanilla {by['detailed']['x_vanilla_length']} (target > 1)")
+        check = f"detailed length x vanilla {by['detailed']['x_vanilla_length']} (target > 1"
+        capped = by.get("none", {}).get("capped")
+        if capped is not None and capped >= 0.5:  # the cap censors length: a longer answer cannot show
+            check += f"; vanilla's answers reach the token cap on {capped:.0%} of prompts, so a longer answer cannot show"
+        out.append(check + ")")
     if "serious" in by and has_humor:
         for key in ("humor", "humor_lc"):
             lowest = min(rows, key=lambda r: r[key])["guide"]

@@ -28,7 +28,7 @@ def test_cross_table_is_length_controlled_over_its_own_runs(compare, capsys):
     runs = [Run(name, Path(name), [Row(str(i), "p", t) for i, t in enumerate(texts)]) for name, (texts, _) in answers.items()]
     scores = {name: Scores({"rm": {str(i): v for i, v in enumerate(vals)}}) for name, (_, vals) in answers.items()}
     report = SimpleNamespace(runs=runs, dimensions=[SimpleNamespace(name="rm")], scores=scores)
-    table = {"vanilla": {"length": 4.0, "perplexity": 2.0, "score": 1.5},
+    table = {"vanilla": {"length": 4.0, "capped": 0.5, "perplexity": 2.0, "score": 1.5},
              "PAD concise w=1": {"length": 6.0, "perplexity": 3.0, "score": 2.75}}
     records = {"vanilla": [{"id": "0", "response": "a b"}, {"id": "1", "response": "a b c d"}],
                "PAD concise w=1": [{"id": "0", "response": "a b c d e f"}, {"id": "1", "response": "a b c d"}]}
@@ -38,7 +38,9 @@ def test_cross_table_is_length_controlled_over_its_own_runs(compare, capsys):
     assert (rows["none"]["score_lc"], rows["concise"]["score_lc"]) == (2.0, 2.25)  # slope 0.5, ARGS left out
     assert out["length_fits"]["rm"]["slope"] == 0.5 and rows["concise"]["x_vanilla_length"] == 1.5
     assert out["winners"]["length"] == {"principle": "concise", "won_by": "none", "own": False}
-    assert "| concise | 6.0 | 1.5 | 3.0 | 2.750 | 2.250 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| concise | 6.0 | 1.5 | - | 3.0 | 2.750 | 2.250 |" in printed and "| none | 4.0 | 1.0 | 50% | 2.0 |" in printed
+    assert rows["none"]["capped"] == 0.5
 
 
 def humor_judge_only(answers: dict) -> tuple:
@@ -70,7 +72,7 @@ def test_cross_table_without_the_rm_and_with_a_synonym(compare, capsys):
                               "humor": {"principle": "humor", "won_by": "humor", "own": True},
                               "humor_lc": {"principle": "humor", "won_by": "humor", "own": True}}
     printed = capsys.readouterr().out
-    assert "| brief (~concise) | 1.0 | 0.25 | 2.0 | 0.000 |" in printed and "RM score" not in printed
+    assert "| brief (~concise) | 1.0 | 0.25 | - | 2.0 | 0.000 |" in printed and "RM score" not in printed
     assert out["checks"] == ["concise length / next shortest 0.83 (target <= 0.85)"]
 
 
@@ -82,6 +84,13 @@ def test_opposite_checks(compare):
     assert compare.opposite_checks(rows, has_humor=True) == [
         "concise length / next shortest 0.75 (target <= 0.85)", "detailed length x vanilla 1.2 (target > 1)",
         "lowest humor: serious (target serious)", "lowest humor_lc: concise (target serious)"]
+    # Where vanilla's answers mostly reach the token cap, the detailed check says that length cannot show it.
+    rows[0]["capped"], rows[2]["x_vanilla_length"] = 0.86, 1.0
+    assert compare.opposite_checks(rows, has_humor=False)[1] == (
+        "detailed length x vanilla 1.0 (target > 1; vanilla's answers reach the token cap on 86% of prompts, so a "
+        "longer answer cannot show)")
+    rows[0]["capped"] = 0.4
+    assert compare.opposite_checks(rows, has_humor=False)[1] == "detailed length x vanilla 1.0 (target > 1)"
 
 
 def test_prompting_rows_are_held_against_pad_on_each_measure(compare, capsys):
