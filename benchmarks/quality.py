@@ -2,7 +2,9 @@
 
 For each principle and w in the sweep, `pad decode` (greedy, k = 10) answers the held-out prompts with
 SmolLM2-135M-Instruct as the base and the PersRM shipped in pad. Per run it measures:
-- length: mean new tokens and words per answer (the measurable effect of `concise`);
+- length: mean new tokens and words per answer (the measurable effect of `concise`), the share that ended
+  before the cap, and how much of it loops: the share of word 4-grams that repeat an earlier one, and the
+  distinct 4-grams (about the words that are not a repeat);
 - fluency: the base model's own perplexity of the answers, given the plain prompt (no principle);
 - the PersRM's implicit reward of the answers under the run's principle (pad eval's PersRM scorer).
 It also reports the shipped PersRM's held-out preference accuracy per principle (from its
@@ -47,6 +49,14 @@ def base_perplexity(model, tok, records, batch_size: int = 8) -> float:
             total_lp += sum(response_logprob(model, prompts, answers, tok.pad_token_id))
         total_n += sum(map(len, answers))
     return math.exp(-total_lp / max(total_n, 1))
+
+
+def repeated_ngrams(text: str, n: int = 4) -> tuple[int, int]:
+    """(word n-grams of the answer, how many of them repeat an earlier one). A greedy 135M base that loops
+    ("IP (Internet Protocol)" forty times) fills the token cap with repeats: its length is not detail."""
+    words = text.split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(grams), len(grams) - len(set(grams))
 
 
 def main():
@@ -112,6 +122,9 @@ def main():
                 "tokens": sum(r["tokens"] for r in recs) / len(recs),
                 "words": sum(len(r["response"].split()) for r in recs) / len(recs),
                 "eos_share": sum(r["finish_reason"] == "eos" for r in recs) / len(recs),
+                "repeated_4grams": sum(b / a for a, b in map(repeated_ngrams, (r["response"] for r in recs)) if a)
+                / len(recs),
+                "distinct_4grams": sum(a - b for a, b in map(repeated_ngrams, (r["response"] for r in recs))) / len(recs),
                 "ppl": base_perplexity(models.base, models.tok, recs),
                 "persrm_reward": sum(rewards) / max(len(rewards), 1),
             })
@@ -127,11 +140,11 @@ def main():
              f"greedy, k = 10, up to {args.max_new_tokens} new tokens; the base reads the principle prompt: "
              f"{'yes' if sees else 'no'}.", "",
              "| principle | w | tokens | words | x vanilla length | base PPL | x vanilla PPL | ended (eos) | "
-             "PersRM reward |", "|---|---|---|---|---|---|---|---|---|"]
+             "repeated 4-grams | distinct 4-grams | PersRM reward |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['principle']} | {r['w']:g} | {r['tokens']:.1f} | {r['words']:.1f} | "
                      f"{r['length_ratio']:.2f} | {r['ppl']:.2f} | {r['ppl_ratio']:.2f} | {r['eos_share']:.0%} | "
-                     f"{r['persrm_reward']:+.3f} |")
+                     f"{r['repeated_4grams']:.0%} | {r['distinct_4grams']:.1f} | {r['persrm_reward']:+.3f} |")
     lines += ["", "Shipped PersRM, held-out preference accuracy (pairs held out by prompt):", ""]
     lines += [f"- {k}: {v['accuracy']:.3f} ({v['n']} pairs, mean reward margin {v['margin']:+.3f})"
               for k, v in acc.items()] if acc else ["- (no eval recorded in pad_config.json)"]
