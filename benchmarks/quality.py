@@ -53,7 +53,7 @@ def base_perplexity(model, tok, records, batch_size: int = 8) -> float:
 
 def repeated_ngrams(text: str, n: int = 4) -> tuple[int, int]:
     """(word n-grams of the answer, how many of them repeat an earlier one). A greedy 135M base that loops
-    ("IP (Internet Protocol)" forty times) fills the token cap with repeats: its length is not detail."""
+    ("IP (Internet Protocol)" line after line) fills the token cap with repeats: its length is not detail."""
     words = text.split()
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
     return len(grams), len(grams) - len(set(grams))
@@ -115,6 +115,7 @@ def main():
     for principle in args.principles:
         for w in args.weights:
             recs = vanilla if w == 0 else run(principle, w)
+            loops = [repeated_ngrams(r["response"]) for r in recs]  # (4-grams, repeats) per answer
             prepared = scorers[principle].prepare([Row(r["id"], r["prompt"], r["response"]) for r in recs])
             rewards = [v[0] for _, vals in scorers[principle].score(prepared, batch_size=8) for v in vals]
             results.append({
@@ -122,9 +123,8 @@ def main():
                 "tokens": sum(r["tokens"] for r in recs) / len(recs),
                 "words": sum(len(r["response"].split()) for r in recs) / len(recs),
                 "eos_share": sum(r["finish_reason"] == "eos" for r in recs) / len(recs),
-                "repeated_4grams": sum(b / a for a, b in map(repeated_ngrams, (r["response"] for r in recs)) if a)
-                / len(recs),
-                "distinct_4grams": sum(a - b for a, b in map(repeated_ngrams, (r["response"] for r in recs))) / len(recs),
+                "repeated_4grams": sum(b / a for a, b in loops if a) / len(recs),
+                "distinct_4grams": sum(a - b for a, b in loops) / len(recs),
                 "ppl": base_perplexity(models.base, models.tok, recs),
                 "persrm_reward": sum(rewards) / max(len(rewards), 1),
             })
