@@ -123,26 +123,35 @@ def build_training_mixture(cfg: TrainConfig, tokenizer) -> Mixture:
     mix = add_contrastive(mix, cfg)  # cross-principle and opposite pairs, each on its own side of the split
     mix = limit_eval(mix, cfg.eval_limit, cfg.seed)
     if cfg.init_adapter:
-        earlier = (read_pad_config(cfg.init_adapter) or {}).get("data", {}).get("counts")
-        mix.notes += split_changes(mix, earlier or {}, cfg.init_adapter)
+        earlier = (read_pad_config(cfg.init_adapter) or {}).get("data", {})
+        mix.notes += split_changes(mix, earlier, cfg.init_adapter)
     if not mix.train:
         raise PadError(f"no training pairs left after fitting prompts into {cfg.prompt_budget} tokens")
     return mix
 
 
-def split_changes(mix: Mixture, earlier: dict[str, dict[str, dict[str, int]]], where: str) -> list[str]:
-    """A warning when a later stage holds out other pairs than the stage it starts from (its recorded counts):
-    a prompt that stage held out may then be trained on here, and its held-out accuracy mean less. Counts that
-    differ prove the split moved (equal ones do not prove it stayed); a stage changes it by dropping or adding
-    pairs before the split, e.g. through another max_length, max_prompt_length, source, eval_size or seed.
-    Only the sources' own pairs are compared: derived pairs (opposites, cross couples) follow their prompts'
-    sides, and a stage with another source or limit derives more or fewer of them on the same split."""
+def split_changes(mix: Mixture, earlier: dict[str, Any], where: str) -> list[str]:
+    """A warning when a later stage holds out other pairs than the stage it starts from (`earlier`: the `data` of
+    its pad_config.json): a prompt that stage held out may then be trained on here, and its held-out accuracy mean
+    less. A stage changes the split by dropping or adding pairs before it, e.g. through another max_length,
+    max_prompt_length, source, eval_size or seed. Each source's held-out prompts are compared by their digest
+    (`held_out_prompts`, recorded since 2026-12-07); a record without one is compared by its held-out counts, where
+    counts that differ prove the split moved and equal ones do not prove it stayed. Only the sources' own pairs
+    are compared: derived pairs (opposites, cross couples) follow their prompts' sides, and a stage with another
+    source or limit derives more or fewer of them on the same split."""
+    digests = earlier.get("held_out_prompts") or {}
+    counts = earlier.get("counts") or {}
     moved = []
     for source, per in mix.counts.items():
         if pair_kind(source) != "source":
             continue
+        if source in digests and source in mix.held_out_prompts:
+            if digests[source] != mix.held_out_prompts[source]:
+                held = sum(c.get("eval", 0) for c in per.values())
+                moved.append(f"{source}: other prompts held out ({held} pairs here)")
+            continue
         for principle, c in per.items():
-            before = earlier.get(source, {}).get(principle, {}).get("eval")
+            before = counts.get(source, {}).get(principle, {}).get("eval")
             if before is not None and c.get("eval", 0) != before:
                 moved.append(f"{source} / {principle} {c.get('eval', 0)} here, {before} there")
     if not moved:
@@ -256,7 +265,8 @@ def write_record(cfg: TrainConfig, mix: Mixture, summary: dict, run: dict[str, A
         "template": cfg.template,
         "principles": mix.principles,
         **fields,
-        "data": {"sources": [asdict(s) for s in cfg.sources], "counts": mix.counts, "train_pairs": len(mix.train),
+        "data": {"sources": [asdict(s) for s in cfg.sources], "counts": mix.counts,
+                 "held_out_prompts": mix.held_out_prompts, "train_pairs": len(mix.train),
                  "eval_pairs": len(mix.eval)},
         "train": {**settings, **run},
         "eval": summary,

@@ -435,6 +435,8 @@ class Mixture:
     eval: list[Pair]
     counts: dict[str, dict[str, dict[str, int]]]  # source -> principle -> {pairs, tie, empty, train, eval, ...}
     notes: list[str] = field(default_factory=list)  # warnings for the user, with numbers
+    held_out_prompts: dict[str, str] = field(default_factory=dict)  # source -> digest of its held-out prompts
+
 
     @property
     def principles(self) -> list[str]:
@@ -443,7 +445,8 @@ class Mixture:
     def copy(self, eval: list[Pair] | None = None) -> Mixture:
         """A copy to add to or count on (its warnings kept), with `eval` as its held-out side if given."""
         return Mixture(list(self.train), list(self.eval if eval is None else eval),
-                       {s: {p: dict(c) for p, c in per.items()} for s, per in self.counts.items()}, list(self.notes))
+                       {s: {p: dict(c) for p, c in per.items()} for s, per in self.counts.items()}, list(self.notes),
+                       dict(self.held_out_prompts))
 
     def count(self, pair: Pair, key: str, n: int = 1) -> None:
         c = self.counts.setdefault(pair.source, {}).setdefault(pair.principle, {})
@@ -554,7 +557,20 @@ def split_mixture(kept: list[Pair], sources: Sequence[SourceConfig], counts: dic
     if not mix.train and not mix.eval:
         raise PadError("every source is split_only: nothing is left to train on")
     mix.notes = split_notes(mix, eval_size, len(movers))
+    mix.held_out_prompts = prompt_digests(held)
     return mix
+
+
+def prompt_digests(pairs: Iterable[Pair]) -> dict[str, str]:
+    """Per source, a short digest of the set of its pairs' prompts: two splits with equal digests hold out the
+    same prompts (a later stage compares them with its starting adapter's record)."""
+    import hashlib
+
+    prompts: dict[str, set[str]] = defaultdict(set)
+    for pair in pairs:
+        prompts[pair.source].add(pair.prompt_key())
+    return {source: hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+            for source, keys in sorted(prompts.items())}
 
 
 def split_notes(mix: Mixture, eval_size: float, n_pairs: int) -> list[str]:

@@ -40,8 +40,8 @@ def source(**kw) -> SourceConfig:
     return SourceConfig(kind="jsonl", path="d.jsonl", **kw)
 
 
-def mixture(src: SourceConfig, rows=ROWS, eval_size: float = 0):
-    return build_mixture([src], eval_size=eval_size, seed=0, rows=[rows])
+def mixture(src: SourceConfig, rows=ROWS, eval_size: float = 0, seed: int = 0):
+    return build_mixture([src], eval_size=eval_size, seed=seed, rows=[rows])
 
 
 def config(src: SourceConfig, **kw) -> TrainConfig:
@@ -243,19 +243,21 @@ def test_derived_source_names_are_reserved():
 
 
 def test_a_later_stage_warns_when_its_held_out_split_moved():
-    """split_changes compares the held-out counts with the starting adapter's record: the same split, or a
-    source the record does not know, says nothing; one count that differs names the source and both counts."""
+    """split_changes compares the held-out counts with the starting adapter's record (one without prompt
+    digests): the same split, or a source the record does not know, says nothing; one count that differs names
+    the source and both counts."""
     from pad.train.common import split_changes
 
     rows = [{**r, "prompt": f"q{i}"} for i in range(10) for r in ROWS[:2]]
     mix = mixture(source(), rows, eval_size=0.5)
     recorded = {s: {p: dict(c) for p, c in per.items()} for s, per in mix.counts.items()}
-    assert split_changes(mix, recorded, "a1") == [] and split_changes(mix, {"other": {}}, "a1") == []
+    assert split_changes(mix, {"counts": recorded}, "a1") == []
+    assert split_changes(mix, {"counts": {"other": {}}}, "a1") == []
     (source_name, per), = recorded.items()
     principle = sorted(per)[0]
     per[principle]["eval"] += 2
     held = mix.counts[source_name][principle]["eval"]
-    (note,) = split_changes(mix, recorded, "a1")
+    (note,) = split_changes(mix, {"counts": recorded}, "a1")
     assert note.startswith(f"the held-out split differs from init_adapter a1's ({source_name} / {principle} "
                            f"{held} here, {held + 2} there)")
     # derived pairs follow their prompts: more cross couples held out on the same split is not a moved split
@@ -264,4 +266,23 @@ def test_a_later_stage_warns_when_its_held_out_split_moved():
     recorded[source_name + OPPOSITE_SUFFIX] = {principle: {"eval": 1}}
     mix.counts[CROSS_SOURCE] = {principle: {"eval": 3}}
     mix.counts[source_name + OPPOSITE_SUFFIX] = {principle: {"eval": 3}}
-    assert split_changes(mix, recorded, "a1") == []
+    assert split_changes(mix, {"counts": recorded}, "a1") == []
+
+
+def test_a_split_with_the_same_counts_but_other_prompts_is_a_moved_split():
+    """The record's digest of each source's held-out prompts tells two splits of equal size apart (another seed
+    holds out as many pairs, other prompts), which counts alone cannot."""
+    from pad.train.common import split_changes
+
+    rows = [{**r, "prompt": f"q{i}"} for i in range(10) for r in ROWS[:2]]
+    mix, other = mixture(source(), rows, eval_size=0.5), mixture(source(), rows, eval_size=0.5, seed=7)
+    assert mix.counts == other.counts
+    assert {p.prompt for p in mix.eval} != {p.prompt for p in other.eval}
+    record = {"counts": mix.counts, "held_out_prompts": mix.held_out_prompts}
+    assert split_changes(mix, record, "a1") == []
+    assert split_changes(other, {"counts": mix.counts}, "a1") == []  # counts alone: the same
+    (note,) = split_changes(other, record, "a1")
+    (source_name,) = mix.counts
+    held = sum(c["eval"] for c in other.counts[source_name].values())
+    assert note.startswith(f"the held-out split differs from init_adapter a1's ({source_name}: other prompts held "
+                           f"out ({held} pairs here))")

@@ -51,6 +51,8 @@ def test_split_after_fitting_keeps_the_held_out_size_and_names_the_loss(tmp_path
     counts = record["data"]["counts"]["jsonl:pairs.jsonl"]
     assert counts["humor"]["too_long"] == 12 and counts["harmless"]["too_long"] == 12
     assert counts["humor"]["eval"] == 4 and counts["humor"]["pairs"] == 6
+    # Its held-out prompts are recorded as a digest, for a later stage's split check.
+    assert list(record["data"]["held_out_prompts"]) == ["jsonl:pairs.jsonl"]
     # The numbers of a small held-out set are printed beside it.
     assert "warning: only 4 held-out harmless pairs: its held-out accuracy moves in steps of 0.25" in r.output
     assert "warning: only 4 pairs left to train on against 8 held out; lower eval_size" in r.output
