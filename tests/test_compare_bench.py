@@ -28,7 +28,7 @@ def test_cross_table_is_length_controlled_over_its_own_runs(compare, capsys):
     runs = [Run(name, Path(name), [Row(str(i), "p", t) for i, t in enumerate(texts)]) for name, (texts, _) in answers.items()]
     scores = {name: Scores({"rm": {str(i): v for i, v in enumerate(vals)}}) for name, (_, vals) in answers.items()}
     report = SimpleNamespace(runs=runs, dimensions=[SimpleNamespace(name="rm")], scores=scores)
-    table = {"vanilla": {"length": 4.0, "capped": 0.5, "perplexity": 2.0, "score": 1.5},
+    table = {"vanilla": {"length": 4.0, "capped": 0.5, "declines": 0.0, "perplexity": 2.0, "score": 1.5},
              "PAD concise w=1": {"length": 6.0, "perplexity": 3.0, "score": 2.75}}
     records = {"vanilla": [{"id": "0", "response": "a b"}, {"id": "1", "response": "a b c d"}],
                "PAD concise w=1": [{"id": "0", "response": "a b c d e f"}, {"id": "1", "response": "a b c d"}]}
@@ -39,8 +39,23 @@ def test_cross_table_is_length_controlled_over_its_own_runs(compare, capsys):
     assert out["length_fits"]["rm"]["slope"] == 0.5 and rows["concise"]["x_vanilla_length"] == 1.5
     assert out["winners"]["length"] == {"principle": "concise", "won_by": "none", "own": False}
     printed = capsys.readouterr().out
-    assert "| concise | 6.0 | 1.5 | - | 3.0 | 2.750 | 2.250 |" in printed and "| none | 4.0 | 1.0 | 50% | 2.0 |" in printed
+    assert "| concise | 6.0 | 1.5 | - | - | 3.0 | 2.750 | 2.250 |" in printed
+    assert "| none | 4.0 | 1.0 | 50% | 0% | 2.0 |" in printed
     assert rows["none"]["capped"] == 0.5
+
+
+def test_declines_counts_non_answers_not_sympathy(compare):
+    """What the "declines" column counts: an answer that opens by declining or deflecting (curly apostrophes too),
+    not one that opens with sympathy and then answers, nor a refusal phrase past the opening."""
+    yes = ["I'm sorry, I'm not sure what you're asking. Can you tell me what you're asking?",
+           "I\u2019m not sure what you\u2019re asking. What\u2019s the question?",
+           "I'm sorry for your loss, but as a chatbot, I don't have the ability to access personal data.",
+           "I can't help with that.", "Could you please clarify what you mean by a layer?"]
+    no = ["I'm sorry for your loss. Here is how to talk to your daughter: start by listening.",
+          "The TCP/IP model has four layers: link, internet, transport and application.",
+          "Basel is a fine start. " * 10 + "I can't help with the rest."]
+    assert [compare.declines(t) for t in yes] == [True] * len(yes)
+    assert [compare.declines(t) for t in no] == [False] * len(no)
 
 
 def humor_judge_only(answers: dict) -> tuple:
@@ -72,7 +87,7 @@ def test_cross_table_without_the_rm_and_with_a_synonym(compare, capsys):
                               "humor": {"principle": "humor", "won_by": "humor", "own": True},
                               "humor_lc": {"principle": "humor", "won_by": "humor", "own": True}}
     printed = capsys.readouterr().out
-    assert "| brief (~concise) | 1.0 | 0.25 | - | 2.0 | 0.000 |" in printed and "RM score" not in printed
+    assert "| brief (~concise) | 1.0 | 0.25 | - | - | 2.0 | 0.000 |" in printed and "RM score" not in printed
     assert out["checks"] == ["concise length / next shortest 0.83 (target <= 0.85)"]
 
 
