@@ -252,9 +252,11 @@ def record_base_in_adapter(folder: Path, base: str) -> None:
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def write_record(cfg: TrainConfig, mix: Mixture, summary: dict, run: dict[str, Any], kind: str, **fields) -> Path:
-    """`output_dir/pad_config.json`: what was trained (`kind`) on what (base, template, principles, the trainer's
-    own `fields`, data and its counts, every setting plus `run`: steps, seconds, ...) and the held-out metrics."""
+def write_record(cfg: TrainConfig, mix: Mixture, summary: dict, run: dict[str, Any], kind: str,
+                 folder: str | Path | None = None, **fields) -> Path:
+    """`pad_config.json` in `folder` (default output_dir): what was trained (`kind`) on what (base, template,
+    principles, the trainer's own `fields`, data and its counts, every setting plus `run`: steps, seconds, ...) and
+    the held-out metrics."""
     import pad
 
     settings = cfg.to_dict()
@@ -272,7 +274,7 @@ def write_record(cfg: TrainConfig, mix: Mixture, summary: dict, run: dict[str, A
         "eval": summary,
         "pad_version": getattr(pad, "__version__", None),
     }
-    path = Path(cfg.output_dir) / PAD_CONFIG
+    path = Path(folder or cfg.output_dir) / PAD_CONFIG
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return path
 

@@ -261,6 +261,7 @@ def train_persrm(cfg: TrainConfig, echo: Echo) -> TrainResult:
         raise PadError(f"cannot set up training on {cfg.base_model}: {str(e).splitlines()[0]}") from None
     use_pad_progress(trainer, echo)
     if main:
+        trainer.add_callback(_checkpoint_record(cfg, mix))
         for line in _setup_lines(cfg, trainer, args, device, dtype):
             echo(line)
     if not cfg.eval_only:
@@ -336,9 +337,26 @@ def _final_metrics(trainer, eval_ds) -> dict[str, Any]:
     return {**trainer.last_eval, "kinds": kind_metrics(trainer.last_eval)}  # per pair kind (pad.train.contrastive)
 
 
-def write_pad_config(cfg: TrainConfig, mix: Mixture, summary: dict, steps: int, seconds: float,
-                     world_size: int) -> Path:
+def write_pad_config(cfg: TrainConfig, mix: Mixture, summary: dict, steps: int, seconds: float | None,
+                     world_size: int, folder: str | Path | None = None) -> Path:
     decode = {} if cfg.decode_base_sees_principles is None else {"base_sees_principles": cfg.decode_base_sees_principles}
-    return write_record(cfg, mix, summary, {"steps": steps, "seconds": round(seconds, 1), "processes": world_size},
-                        "persrm-lora", beta=cfg.beta,  # of the implicit reward beta * (log pi - log pi_ref)
+    run = {"steps": steps, "seconds": None if seconds is None else round(seconds, 1), "processes": world_size}
+    return write_record(cfg, mix, summary, run, "persrm-lora", folder=folder,
+                        beta=cfg.beta,  # of the implicit reward beta * (log pi - log pi_ref)
                         decode=decode)
+
+
+def _checkpoint_record(cfg: TrainConfig, mix: Mixture):
+    """A callback that gives each checkpoint-N its pad_config.json (no held-out metrics: none are measured there)
+    and the base as the recipe named it, so that `pad decode --rm`, `pad train --eval_only --init_adapter` and
+    `pad eval` take a checkpoint as they take the finished adapter."""
+    from transformers import TrainerCallback
+
+    class CheckpointRecord(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                record_base_in_adapter(folder, local_or_id(cfg.base_model))
+                write_pad_config(cfg, mix, {}, state.global_step, None, args.world_size, folder=folder)
+
+    return CheckpointRecord()

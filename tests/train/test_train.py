@@ -115,6 +115,10 @@ def test_cli_train_checkpoints_and_resume(tmp_path, tiny_llama, opposite_jsonl):
     assert r.exit_code == 0, r.output
     assert "saved the PersRM adapter" in r.output and "held-out harmless: accuracy" in r.output
     assert (out / "checkpoint-2").is_dir()
+    # A checkpoint carries its own record (no held-out metrics), so pad decode and eval_only take it as an adapter.
+    record = json.loads((out / "checkpoint-2" / "pad_config.json").read_text())
+    assert (record["kind"], record["train"]["steps"], record["eval"]) == ("persrm-lora", 2, {})
+    assert record["template"] == json.loads((out / "pad_config.json").read_text())["template"]
 
     # The same folder again is refused unless resumed (or overwritten).
     r = CliRunner().invoke(app, [*common, "--max_steps", "3"])
