@@ -351,11 +351,12 @@ def _checkpoint_record(cfg: TrainConfig, mix: Mixture):
     and the base as the recipe named it, so that `pad decode --rm`, `pad train --eval_only --init_adapter` and
     `pad eval` take a checkpoint as they take the finished adapter."""
     from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    class CheckpointRecord(TrainerCallback):
+    class CheckpointRecord(TrainerCallback):  # added on the main process only
         def on_save(self, args, state, control, **kwargs):
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and folder.is_dir():
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if folder.is_dir():
                 record_base_in_adapter(folder, local_or_id(cfg.base_model))
                 write_pad_config(cfg, mix, {}, state.global_step, None, args.world_size, folder=folder)
 
