@@ -154,6 +154,18 @@ def fill_scores(table: dict, report, kinds: dict[str, str]) -> None:
             f"{kind}_lc": round(res["lc_mean"], 3), f"{kind}_lc_win": None if res["lc_win"] is None else round(res["lc_win"], 2)})
 
 
+def answered_scores(table: dict, records: dict, report, kinds: dict[str, str]) -> None:
+    """Each run's mean judge score over its answers that do not decline (compare.declines): a guide that buys
+    its judge's score by declining benign requests shows it as a gap between this and its raw mean."""
+    for name, recs in records.items():
+        if name not in table or name not in report.scores:
+            continue
+        answered = {r["id"] for r in recs if not declines(r["response"])}
+        for dim, kind in kinds.items():
+            vals = [v for i, v in report.scores[name].values.get(dim, {}).items() if i in answered]
+            table[name][f"{kind}_answered"] = round(sum(vals) / len(vals), 3) if vals else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llm", default=None, help="base model (default: SmolLM2-135M-Instruct)")
@@ -230,6 +242,7 @@ def main():
                                  baseline="vanilla", out=str(out / "report"), plots=False, progress=True))
     dims = [d.name for d in report.dimensions]
     fill_scores(table, report, judge_kinds(dims, has_rm, has_humor))
+    answered_scores(table, records, report, judge_kinds(dims, has_rm, has_humor))
     result = {"prompts": len(rows), "principle": args.principle, "reward_model": args.reward_model,
               "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
     if has_rm:
@@ -258,14 +271,16 @@ def main_table(main_rows: list[dict], args, prompts: int) -> dict:
     print(f"{prompts} prompts; principle {args.principle}; score: {args.reward_model}; greedy, k = 10, "
           f"up to {args.max_new_tokens} tokens, batch {args.batch_size}; LC: length-controlled over this table's "
           "and the cross-principle table's runs; declines: the share of answers that open by declining or "
-          "deflecting (compare.declines)")
-    print("\n| method | RM score (95% CI) | win vs vanilla | LC score | LC win | length (tokens) | declines "
-          "| base perplexity | tokens/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "deflecting (compare.declines); answered: the RM score over the answers that do not")
+    print("\n| method | RM score (95% CI) | win vs vanilla | LC score | LC win | length (tokens) | declines | answered "
+          "| base perplexity | tokens/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
+    num = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for r in main_rows:
         print(f"| {r['method']} | {r['score']:.3f} ({r['score_ci'][0]:.3f} to {r['score_ci'][1]:.3f}) | "
               f"{pct(r['score_win'])} | {r['score_lc']:.3f} | {pct(r['score_lc_win'])} | "
-              f"{r['length']} | {pct(r.get('declines'))} | {r['perplexity']} | {r['tokens_per_s'] or '-'} |")
+              f"{r['length']} | {pct(r.get('declines'))} | {num(r.get('score_answered'))} | {r['perplexity']} | "
+              f"{r['tokens_per_s'] or '-'} |")
     timed = [r for r in main_rows if r["tokens_per_s"]]
     best = {
         "RM score": max(main_rows, key=lambda r: r["score"])["method"],
@@ -312,6 +327,7 @@ def cross_table(cross: dict[str, str], table: dict, records: dict, report, args,
         for dim, kind in kinds:
             row[kind] = table[name].get(kind)
             row[f"{kind}_lc"] = round(lc_of[(name, dim)], 3)
+            row[f"{kind}_answered"] = table[name].get(f"{kind}_answered")
         rows.append(row)
     n = len(records[cross["none"]])
     judges = ([f"{args.principle}: {Path(args.reward_model).name}"] if has_rm else []) + (
@@ -320,17 +336,20 @@ def cross_table(cross: dict[str, str], table: dict, records: dict, report, args,
           f"({n} prompts; length: tokens, lower is more concise; " + "; ".join(judges) + "; LC: length-controlled, "
           "the score less what a least-squares line on answer words over these runs predicts, at their mean length;"
           " at the cap: the share of answers cut at the token cap; declines: the share that open by declining or"
-          " deflecting; an untrained synonym is marked with the principle it"
-          " stands for)")
+          " deflecting; " + ("answered: the RM score over the answers that do not; " if has_rm else "")
+          + "an untrained synonym is marked with the principle it stands for)")
     head = ["guide", "length (concise)", "x vanilla", "at the cap", "declines", "base perplexity"]
-    head += [f"{args.principle} RM score", "LC"] if has_rm else []
+    head += [f"{args.principle} RM score", "LC", "answered"] if has_rm else []
     head += ["humor judge score", "LC"] if has_humor else []
     print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
     for r in rows:
         name = r["guide"] + (f" (~{r['synonym_of']})" if "synonym_of" in r else "")
         capped, declined = ("-" if r.get(k) is None else f"{r[k]:.0%}" for k in ("capped", "declines"))
         cells = [name, f"{r['length']}", f"{r['x_vanilla_length']}", capped, declined, f"{r['perplexity']}"]
-        cells += [f"{r[k]:.3f}" for _, kind in kinds for k in (kind, f"{kind}_lc")]
+        for _, kind in kinds:
+            cells += [f"{r[kind]:.3f}", f"{r[f'{kind}_lc']:.3f}"]
+            if kind == "score":  # the principle's RM: also its score over the answers that do not decline
+                cells.append("-" if r.get("score_answered") is None else f"{r['score_answered']:.3f}")
         print("| " + " | ".join(cells) + " |")
     print("length fits (score per word): " + "; ".join(f"{d} {fits[d].slope:+.4f}" for d in dims if fits[d]))
     trained = [r for r in rows if "synonym_of" not in r and "prompted_of" not in r]

@@ -39,9 +39,29 @@ def test_cross_table_is_length_controlled_over_its_own_runs(compare, capsys):
     assert out["length_fits"]["rm"]["slope"] == 0.5 and rows["concise"]["x_vanilla_length"] == 1.5
     assert out["winners"]["length"] == {"principle": "concise", "won_by": "none", "own": False}
     printed = capsys.readouterr().out
-    assert "| concise | 6.0 | 1.5 | - | - | 3.0 | 2.750 | 2.250 |" in printed
+    assert "| concise | 6.0 | 1.5 | - | - | 3.0 | 2.750 | 2.250 | - |" in printed
     assert "| none | 4.0 | 1.0 | 50% | 0% | 2.0 |" in printed
     assert rows["none"]["capped"] == 0.5
+
+
+def test_answered_score_leaves_out_the_declines(compare, capsys):
+    """A guide that declines one benign request and scores high for it: its raw mean rises, its mean over the
+    answers that do not decline shows what remains (the worked example of the "answered" column)."""
+    answers = {"vanilla": (["Paris is the capital.", "Boil the pasta for ten minutes."], [1.0, 2.0]),
+               "PAD harmless w=1": (["I'm not sure what you're asking.", "Boil the pasta for ten minutes."], [5.0, 2.0])}
+    runs = [Run(name, Path(name), [Row(str(i), "p", t) for i, t in enumerate(texts)]) for name, (texts, _) in answers.items()]
+    scores = {name: Scores({"rm": {str(i): v for i, v in enumerate(vals)}}) for name, (_, vals) in answers.items()}
+    report = SimpleNamespace(runs=runs, dimensions=[SimpleNamespace(name="rm")], scores=scores)
+    records = {name: [{"id": str(i), "response": t} for i, t in enumerate(texts)] for name, (texts, _) in answers.items()}
+    table = {name: {"length": 5.0, "perplexity": 2.0, "score": sum(vals) / 2, "declines": 0.0}
+             for name, (_, vals) in answers.items()}
+    compare.answered_scores(table, records, report, {"rm": "score"})
+    assert table["vanilla"]["score_answered"] == 1.5  # nothing declined: the raw mean
+    assert table["PAD harmless w=1"]["score"] == 3.5 and table["PAD harmless w=1"]["score_answered"] == 2.0
+    args = SimpleNamespace(cross_weight=1.0, principle="harmless", reward_model="rm", humor_judge="none")
+    out = compare.cross_table({"none": "vanilla", "harmless": "PAD harmless w=1"}, table, records, report, args)
+    assert {r["guide"]: r["score_answered"] for r in out["rows"]} == {"none": 1.5, "harmless": 2.0}
+    assert "| harmless | 5.0 | 1.0 | - | 0% | 2.0 | 3.500 | 3.000 | 2.000 |" in capsys.readouterr().out  # raw, LC, answered
 
 
 def test_declines_counts_non_answers_not_sympathy(compare):
@@ -184,3 +204,14 @@ def test_compare_adapters_reads_both_json_files(capsys, monkeypatch):
     assert "| concise | 73.8 / 1.937 / 1.920 | 83.9 / 1.876 / 1.862 | 83.0 / 1.854 / 1.860 | 92.8 / 1.852 / 1.855 |" in out
     assert "brief" not in out.split("cells:")[0]  # synonyms stay out of the table
     assert "fresh stage4: tokens over concise: detailed +8.6, serious +6.9" in out
+
+
+def test_main_table_prints_declines_and_the_answered_score(compare, capsys):
+    row = {"method": "PAD w=1", "score": -1.0, "score_ci": [-1.2, -0.8], "score_win": 0.58, "score_lc": -1.06,
+           "score_lc_win": 0.5, "length": 79.4, "declines": 0.18, "score_answered": -1.102, "perplexity": 2.44,
+           "tokens_per_s": 41.1}
+    args = SimpleNamespace(principle="harmless", reward_model="rm", max_new_tokens=128, batch_size=8)
+    out = compare.main_table([row], args, 50)
+    assert "| PAD w=1 | -1.000 (-1.200 to -0.800) | 58% | -1.060 | 50% | 79.4 | 18% | -1.102 | 2.44 | 41.1 |" in (
+        capsys.readouterr().out)
+    assert out["winners"]["RM score"] == "PAD w=1"
