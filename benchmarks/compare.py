@@ -143,15 +143,16 @@ def judge_kinds(dims: list[str], has_rm: bool, has_humor: bool) -> dict[str, str
     return dict(zip(dims, ["score"] * has_rm + ["humor"] * has_humor))
 
 
-def fill_scores(table: dict, report, kinds: dict[str, str]) -> None:
+def fill_scores(table: dict, report, kinds: dict[str, str], records: dict) -> None:
     """Each run's judge scores from a pad eval report: raw mean, interval, win rate; length-controlled mean
-    and win rate (fitted over every run of that report)."""
+    and win rate (fitted over every run of that report); the mean over the answers that do not decline."""
     for res in report.results:
         kind = kinds[res["dimension"]]
         table[res["run"]].update({
             kind: round(res["mean"], 3), f"{kind}_ci": [round(res["ci_low"], 3), round(res["ci_high"], 3)],
             f"{kind}_win": None if res["win"] is None else round(res["win"], 2),
             f"{kind}_lc": round(res["lc_mean"], 3), f"{kind}_lc_win": None if res["lc_win"] is None else round(res["lc_win"], 2)})
+    answered_scores(table, records, report, kinds)
 
 
 def answered_scores(table: dict, records: dict, report, kinds: dict[str, str]) -> None:
@@ -241,8 +242,7 @@ def main():
     report = run_eval(EvalConfig(runs=[str(run_file(out, n)) for n, _ in plan], scorers=scorers,
                                  baseline="vanilla", out=str(out / "report"), plots=False, progress=True))
     dims = [d.name for d in report.dimensions]
-    fill_scores(table, report, judge_kinds(dims, has_rm, has_humor))
-    answered_scores(table, records, report, judge_kinds(dims, has_rm, has_humor))
+    fill_scores(table, report, judge_kinds(dims, has_rm, has_humor), records)
     result = {"prompts": len(rows), "principle": args.principle, "reward_model": args.reward_model,
               "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
     if has_rm:
@@ -437,7 +437,7 @@ def fresh_cross_table(args, models, base_cfg, scorers: list[str], out: Path, syn
     report = run_eval(EvalConfig(runs=[str(run_file(out, n)) for n, _ in plan], scorers=scorers,
                                  baseline="vanilla", out=str(out / "report"), plots=False, progress=True))
     dims = [d.name for d in report.dimensions]
-    fill_scores(table, report, judge_kinds(dims, args.reward_model != "none", args.humor_judge != "none"))
+    fill_scores(table, report, judge_kinds(dims, args.reward_model != "none", args.humor_judge != "none"), records)
     print(f"\n## The cross-principle table on {Path(args.fresh_prompts).name}")
     return cross_table(cross, table, records, report, args, synonyms, prompted)
 

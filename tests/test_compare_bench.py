@@ -51,11 +51,12 @@ def test_answered_score_leaves_out_the_declines(compare, capsys):
                "PAD harmless w=1": (["I'm not sure what you're asking.", "Boil the pasta for ten minutes."], [5.0, 2.0])}
     runs = [Run(name, Path(name), [Row(str(i), "p", t) for i, t in enumerate(texts)]) for name, (texts, _) in answers.items()]
     scores = {name: Scores({"rm": {str(i): v for i, v in enumerate(vals)}}) for name, (_, vals) in answers.items()}
-    report = SimpleNamespace(runs=runs, dimensions=[SimpleNamespace(name="rm")], scores=scores)
+    results = [{"run": name, "dimension": "rm", "mean": sum(vals) / 2, "ci_low": min(vals), "ci_high": max(vals),
+                "win": None, "lc_mean": sum(vals) / 2, "lc_win": None} for name, (_, vals) in answers.items()]
+    report = SimpleNamespace(runs=runs, dimensions=[SimpleNamespace(name="rm")], scores=scores, results=results)
     records = {name: [{"id": str(i), "response": t} for i, t in enumerate(texts)] for name, (texts, _) in answers.items()}
-    table = {name: {"length": 5.0, "perplexity": 2.0, "score": sum(vals) / 2, "declines": 0.0}
-             for name, (_, vals) in answers.items()}
-    compare.answered_scores(table, records, report, {"rm": "score"})
+    table = {name: {"length": 5.0, "perplexity": 2.0, "declines": 0.0} for name in answers}
+    compare.fill_scores(table, report, {"rm": "score"}, records)  # as both prompt sets' tables fill theirs
     assert table["vanilla"]["score_answered"] == 1.5  # nothing declined: the raw mean
     assert table["PAD harmless w=1"]["score"] == 3.5 and table["PAD harmless w=1"]["score_answered"] == 2.0
     args = SimpleNamespace(cross_weight=1.0, principle="harmless", reward_model="rm", humor_judge="none")
